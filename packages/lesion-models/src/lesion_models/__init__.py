@@ -1,1 +1,7 @@
-"""lesion-models."""
+"""lesion-models: networks for dermoscopy synthesis, each with a config dataclass and
+save_pretrained/from_pretrained. Importing the package registers every model family, so
+``load_pretrained(dir)`` can rebuild any saved model."""
+
+from lesion_models.hub import Pretrained, PretrainedLoadError, load_pretrained, register
+
+__all__ = ["Pretrained", "PretrainedLoadError", "load_pretrained", "register"]
