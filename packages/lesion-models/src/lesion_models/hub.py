@@ -50,7 +50,7 @@ def config_from_dict(config_class: type, data: dict) -> typing.Any:
     return config_class(**values)
 
 
-def _replace_directory(tmp: Path, final: Path) -> None:
+def replace_directory(tmp: Path, final: Path) -> None:
     """Put a completely written ``tmp`` at ``final``; an existing ``final`` survives until then."""
     old = None
     if final.exists():
@@ -83,7 +83,7 @@ class Pretrained:
         (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
         # save_model (not save_file) because tied/shared tensors are legal in our modules.
         save_model(self, str(tmp / WEIGHTS_NAME), metadata={"model_type": type(self).__name__})
-        _replace_directory(tmp, final)
+        replace_directory(tmp, final)
         return final
 
     @classmethod

@@ -1,0 +1,242 @@
+"""Run directories shared by every trainer (layout in DESIGN.md).
+
+    runs/<YYYYmmdd-HHMMSS>-<name>/
+      training_options.json     every resolved option, written first
+      log.jsonl                 one line per tick
+      grids/fakes_<kimg:06d>.png
+      snapshots/<kimg:06d>/     <model>/ (config.json + model.safetensors) + training_state.pt
+
+Everything is written to a temporary name and renamed, so a run killed at any moment leaves only
+complete snapshots behind, and ``latest_snapshot`` never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import random
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from lesion_models.hub import replace_directory
+from PIL import Image
+
+OPTIONS_NAME = "training_options.json"
+LOG_NAME = "log.jsonl"
+STATE_NAME = "training_state.pt"
+_SNAPSHOT_RE = re.compile(r"^\d{6}$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the run stops and its last snapshot stays intact."""
+
+
+class ResumeError(RuntimeError):
+    """A run or snapshot to resume from is missing or unreadable."""
+
+
+def create_run_dir(root: str | os.PathLike, name: str) -> Path:
+    """Make ``root/<YYYYmmdd-HHMMSS>-<name>``, adding a counter if that second is taken."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        suffix = "" if attempt == 0 else f"-{attempt}"
+        run_dir = root / f"{stamp}-{name}{suffix}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{root}: could not create a fresh run directory")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def to_jsonable(options) -> dict:
+    """Dataclasses (nested too) and paths become plain JSON values."""
+    if dataclasses.is_dataclass(options):
+        options = dataclasses.asdict(options)
+    return json.loads(json.dumps(options, default=str))
+
+
+def write_options(run_dir: Path, options) -> Path:
+    path = Path(run_dir) / OPTIONS_NAME
+    atomic_write_bytes(path, (json.dumps(to_jsonable(options), indent=2) + "\n").encode())
+    return path
+
+
+def read_options(run_dir: Path) -> dict:
+    path = Path(run_dir) / OPTIONS_NAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ResumeError(f"{path}: unreadable ({error})") from None
+
+
+class JsonlLog:
+    """Append-only log, one JSON object per line, flushed per line so ``tail -f`` works."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, record: Mapping) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(to_jsonable(dict(record))) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def check_finite(losses: Mapping[str, torch.Tensor | float], step: int) -> None:
+    """Stop the run, naming the step and the loss, when any loss is NaN or infinite."""
+    for name, value in losses.items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"step {step}: loss {name} is {value}; stopping (the last snapshot is intact)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state, in a form torch.load(weights_only=True) accepts (tensors, ints, lists, dicts).
+
+
+def capture_rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping) -> None:
+    internal, version, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshots.
+
+
+def snapshot_dir(run_dir: Path, kimg: float) -> Path:
+    return Path(run_dir) / "snapshots" / f"{int(kimg):06d}"
+
+
+def save_snapshot(run_dir: Path, kimg: float, models: Mapping[str, object], state: Mapping) -> Path:
+    """Write every model (``save_pretrained``) and the training state, then publish by rename.
+
+    A snapshot directory therefore exists only when complete; an older one with the same name is
+    replaced only after the new one is fully on disk.
+    """
+    final = snapshot_dir(run_dir, kimg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name, model in models.items():
+        model.save_pretrained(tmp / name)
+    with open(tmp / STATE_NAME, "wb") as handle:
+        torch.save(dict(state), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    replace_directory(tmp, final)
+    return final
+
+
+def list_snapshots(run_dir: Path) -> list[Path]:
+    """Complete snapshots, oldest first (temporaries start with a dot and are never listed)."""
+    root = Path(run_dir) / "snapshots"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and _SNAPSHOT_RE.match(p.name))
+
+
+def latest_snapshot(run_dir: Path) -> Path | None:
+    snapshots = list_snapshots(run_dir)
+    return snapshots[-1] if snapshots else None
+
+
+def load_training_state(snapshot: Path, device: str | torch.device = "cpu") -> dict:
+    path = Path(snapshot) / STATE_NAME
+    if not path.is_file():
+        raise ResumeError(f"{path}: missing")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated/corrupt pickles
+        raise ResumeError(f"{path}: unreadable or truncated ({type(error).__name__}: {error})") from None
+
+
+def resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
+    """``--resume`` takes a run directory (its newest snapshot) or one snapshot directory.
+
+    Returns (run_dir, snapshot_dir)."""
+    path = Path(resume)
+    if (path / STATE_NAME).is_file():
+        return path.parent.parent, path
+    if not path.is_dir():
+        raise ResumeError(f"{path}: no such run or snapshot directory")
+    snapshot = latest_snapshot(path)
+    if snapshot is None:
+        raise ResumeError(f"{path}: has no complete snapshot to resume from")
+    return path, snapshot
+
+
+# ---------------------------------------------------------------------------------------------
+# Image grids.
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) float in [-1, 1] -> uint8 (N, C, H, W), rounding like PIL."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile (N, C, H, W) images in [-1, 1] (C = 1 or 3) into one H x W x 3 uint8 array."""
+    images = to_uint8(images)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    n, c, h, w = images.shape
+    ncol = ncol or max(1, math.ceil(math.sqrt(n)))
+    nrow = math.ceil(n / ncol)
+    grid = torch.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), 255, dtype=torch.uint8)
+    for index in range(n):
+        row, col = divmod(index, ncol)
+        top, left = pad + row * (h + pad), pad + col * (w + pad)
+        grid[:, top : top + h, left : left + w] = images[index]
+    return grid.permute(1, 2, 0).numpy()
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    Image.fromarray(image_grid(images, ncol)).save(tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,109 @@
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesion_models.hub import load_pretrained
+from lesion_train import runs
+from lesion_train.distributed import autocast, choose_device, init_distributed
+
+
+@dataclasses.dataclass
+class Opts:
+    name: str = "x"
+    sizes: tuple[int, ...] = (4, 8)
+
+
+def test_run_dir_options_and_log(tmp_path):
+    first = runs.create_run_dir(tmp_path, "demo")
+    second = runs.create_run_dir(tmp_path, "demo")
+    assert first != second and first.name.endswith("-demo")
+    runs.write_options(first, Opts())
+    assert runs.read_options(first) == {"name": "x", "sizes": [4, 8]}
+    log = runs.JsonlLog(first / runs.LOG_NAME)
+    log.append({"kimg": 1.5, "loss": torch.tensor(2.0).item()})
+    log.append({"kimg": 3.0})
+    assert [r["kimg"] for r in log.read()] == [1.5, 3.0]
+
+
+def test_check_finite_names_step_and_loss():
+    runs.check_finite({"g": 1.0, "d": torch.tensor(0.5)}, step=3)
+    with pytest.raises(runs.NonFiniteLossError, match=r"step 12: loss d is nan"):
+        runs.check_finite({"g": 1.0, "d": float("nan")}, step=12)
+    with pytest.raises(runs.NonFiniteLossError, match="inf"):
+        runs.check_finite({"g": torch.tensor(float("inf"))}, step=0)
+
+
+def test_rng_state_round_trips_through_weights_only_load(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    torch.save(runs.capture_rng_state(), tmp_path / "s.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    runs.restore_rng_state(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_snapshots_are_atomic_and_latest_ignores_partial_ones(tmp_path):
+    from lesion_models.hub import Pretrained, register
+
+    @dataclasses.dataclass
+    class LinConfig:
+        n: int = 3
+
+    @register
+    class Lin(torch.nn.Linear, Pretrained):
+        config_class = LinConfig
+
+        def __init__(self, config):
+            super().__init__(config.n, config.n)
+            self.config = config
+
+    model = Lin(LinConfig())
+    assert runs.latest_snapshot(tmp_path) is None
+    runs.save_snapshot(tmp_path, 4, {"G": model}, {"step": 10, "rng": runs.capture_rng_state()})
+    runs.save_snapshot(tmp_path, 8.7, {"G": model}, {"step": 20})
+    # A snapshot being written when the process died: never listed, never resumed from.
+    (tmp_path / "snapshots" / ".000012.tmp-999").mkdir()
+    latest = runs.latest_snapshot(tmp_path)
+    assert latest.name == "000008"
+    assert runs.load_training_state(latest)["step"] == 20
+    torch.testing.assert_close(load_pretrained(latest / "G").weight, model.weight)
+    assert runs.resolve_resume(tmp_path) == (tmp_path, latest)
+    assert runs.resolve_resume(tmp_path / "snapshots" / "000004") == (tmp_path, tmp_path / "snapshots/000004")
+
+
+def test_truncated_state_and_missing_runs_give_one_line_errors(tmp_path):
+    with pytest.raises(runs.ResumeError, match="no such run"):
+        runs.resolve_resume(tmp_path / "absent")
+    with pytest.raises(runs.ResumeError, match="no complete snapshot"):
+        runs.resolve_resume(tmp_path)
+    snap = tmp_path / "snapshots" / "000001"
+    snap.mkdir(parents=True)
+    torch.save({"step": 1, "blob": torch.zeros(1000)}, snap / runs.STATE_NAME)
+    data = (snap / runs.STATE_NAME).read_bytes()
+    (snap / runs.STATE_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(runs.ResumeError, match="training_state.pt: unreadable or truncated"):
+        runs.load_training_state(snap)
+
+
+def test_image_grid_layout_and_values(tmp_path):
+    images = torch.stack([torch.full((3, 4, 4), v) for v in (-1.0, 0.0, 1.0)])
+    grid = runs.image_grid(images, ncol=2, pad=1)
+    assert grid.shape == (2 * 5 + 1, 2 * 5 + 1, 3) and grid.dtype == np.uint8
+    assert grid[1, 1, 0] == 0 and grid[1, 6, 0] == 128 and grid[6, 1, 0] == 255
+    assert grid[0, 0, 0] == 255  # padding
+    path = runs.save_image_grid(images[:, :1], tmp_path / "g" / "grid.png")
+    assert Image.open(path).size == (2 * 6 + 2, 2 * 6 + 2)
+
+
+def test_single_process_environment_and_autocast():
+    env = init_distributed("cpu")
+    assert (env.rank, env.world_size, env.is_main, env.device.type) == (0, 1, True, "cpu")
+    assert choose_device("auto").type in {"cpu", "cuda"}
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="amp mode"):
+        autocast(torch.device("cpu"), "fp8")
