@@ -1,0 +1,300 @@
+"""Procedural dermoscopy-like phantom lesions with exact masks and labels.
+
+Every image is drawn from its own random stream ``default_rng([seed, index])`` and is defined in
+continuous coordinates, so image i depends only on (seed, i): any subset, rank or resolution can be
+generated alone. Rendering is vectorised over a chunk of images with numpy (no per-pixel Python).
+
+The three classes differ in learnable statistics (see ``_CLASSES``): nevus-like lesions are small,
+round, uniformly brown with a pigment network and soft edges; melanoma-like ones are larger,
+asymmetric, irregularly bordered and multi-coloured (black, blue-grey, red, regression white);
+keratosis-like ones are lighter, tan, sharply "stuck on", with a waxy ridged texture and bright
+milia-like dots. Class priors follow ISIC-2017 training (1372/374/254 of 2000).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from . import CLASS_NAMES
+
+# Bump when the rendering changes: it is part of the cache key of phantom stores.
+GENERATOR_VERSION = 1
+PRIORS = (1372 / 2000, 374 / 2000, 254 / 2000)
+_MAX_HAIRS = 8
+_HAIR_POINTS = 12
+
+# Per-class parameter ranges; radii in units of the image half-width.
+_CLASSES = {
+    0: dict(radius=(0.3, 0.5), elong=(1.0, 1.25), asym=0.025, irreg=0.012, border=0.05, soft=0.035,
+            centre_dark=0.35, net=0.45, ridge=0.0, milia=0.0, dots=0.15),
+    1: dict(radius=(0.5, 0.8), elong=(1.0, 1.6), asym=0.12, irreg=0.02, border=0.3, soft=0.02,
+            centre_dark=0.15, net=0.25, ridge=0.0, milia=0.0, dots=0.45),
+    2: dict(radius=(0.38, 0.62), elong=(1.0, 1.45), asym=0.05, irreg=0.025, border=0.1, soft=0.008,
+            centre_dark=0.05, net=0.0, ridge=0.2, milia=0.6, dots=0.25),
+}
+_NEVUS_BROWN = np.array([0.47, 0.27, 0.16])
+_MELANOMA_COLOURS = np.array([
+    [0.13, 0.08, 0.07],  # black-brown
+    [0.30, 0.18, 0.12],  # dark brown
+    [0.56, 0.38, 0.27],  # light brown
+    [0.42, 0.45, 0.52],  # blue-grey veil
+    [0.66, 0.30, 0.29],  # red / vascular
+    [0.74, 0.64, 0.62],  # regression white
+])
+_KERATOSIS_COLOURS = np.array([
+    [0.62, 0.47, 0.32],
+    [0.52, 0.38, 0.26],
+    [0.70, 0.58, 0.40],
+    [0.46, 0.38, 0.31],
+])
+_SKIN_LIGHT = np.array([0.94, 0.80, 0.75])
+_SKIN_DARK = np.array([0.78, 0.58, 0.47])
+_HAIR = np.array([0.14, 0.10, 0.08])
+
+
+def _label(u: float, index: int, balanced: bool) -> int:
+    if balanced:
+        return index % 3
+    return int(np.searchsorted(np.cumsum(PRIORS), u * np.sum(PRIORS), side="right").clip(0, 2))
+
+
+def _draw(seed: int, index: int, balanced: bool) -> dict:
+    """All random choices of one image, always drawn in the same order so streams stay aligned."""
+    rng = np.random.default_rng([seed, index])
+    p: dict = {}
+    p["label"] = k = _label(rng.random(), index, balanced)
+    c = _CLASSES[k]
+    lerp = lambda lo_hi, u: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * u  # noqa: E731
+    tone = rng.random() ** 1.5
+    p["skin"] = _SKIN_LIGHT + (_SKIN_DARK - _SKIN_LIGHT) * tone + rng.normal(0, 0.015, 3)
+    p["skin_grid"] = _fractal_grids(rng, 4, 3)
+    p["red_grid"] = _fractal_grids(rng, 3, 1)
+    p["red_amp"] = rng.uniform(0.0, 0.12)
+    p["centre"] = rng.normal(0, 0.06, 2)
+    p["radius"] = lerp(c["radius"], rng.random())
+    p["elong"] = lerp(c["elong"], rng.random())
+    p["angle"] = rng.uniform(0, np.pi)
+    p["harm_amp"] = np.concatenate([rng.normal(0, c["asym"], 3), rng.normal(0, c["irreg"], 7)])
+    p["harm_phase"] = rng.uniform(0, 2 * np.pi, 10)
+    p["border_grid"] = _fractal_grids(rng, 4, 3)
+    p["border"] = c["border"] * rng.uniform(0.6, 1.4)
+    p["soft"] = c["soft"] * rng.uniform(0.7, 1.3)
+    p["var_grids"] = [_fractal_grids(rng, 3, 2) for _ in range(4)]
+    p["net_grid"] = _fractal_grids(rng, 16, 1)
+    p["tex_grid"] = _fractal_grids(rng, 8, 2)
+    p["dot_grid"] = _fractal_grids(rng, 32, 1)
+    # Palette of four colours mixed by smooth random fields: nearly equal colours for nevi (uniform
+    # brown), four distinct dermoscopic colours for melanoma, tan shades for keratoses.
+    brown = _NEVUS_BROWN * rng.uniform(0.75, 1.2) + rng.normal(0, 0.02, 3)
+    nevus = brown * (1 + rng.normal(0, 0.06, (4, 1)))
+    mel = _MELANOMA_COLOURS[np.r_[0, 1, 2 + rng.permutation(4)[:2]]] + rng.normal(0, 0.03, (4, 3))
+    ker = _KERATOSIS_COLOURS * rng.uniform(0.85, 1.15) + rng.normal(0, 0.03, (4, 3))
+    p["palette"] = (nevus, mel, ker)[k]
+    p["var_sharp"] = (4.0, 14.0, 8.0)[k] * rng.uniform(0.7, 1.3)
+    for name in ("centre_dark", "net", "ridge", "milia", "dots"):
+        p[name] = c[name] * rng.uniform(0.6, 1.4)
+    p["opacity"] = rng.uniform(0.8, 1.0)
+    hairs = rng.random() < 0.35
+    n_hairs = int(rng.integers(1, _MAX_HAIRS + 1))
+    p["hairs"] = rng.random((_MAX_HAIRS, 7))[: n_hairs if hairs else 0]
+    p["vignette"] = rng.random() < 0.5
+    p["vig_radius"] = rng.uniform(1.0, 1.45)
+    p["vig_centre"] = rng.normal(0, 0.06, 2)
+    p["light_dir"] = rng.uniform(0, 2 * np.pi)
+    p["light_amp"] = rng.uniform(0.0, 0.12)
+    return p
+
+
+def _fractal_grids(rng: np.random.Generator, cells: int, octaves: int) -> list[np.ndarray]:
+    return [rng.random((cells * 2**o + 1, cells * 2**o + 1)).astype(np.float32) for o in range(octaves)]
+
+
+def _noise(grids: np.ndarray, size: int) -> np.ndarray:
+    """Smoothly interpolated value noise of stacked grids (N, G, G) sampled at pixel centres."""
+    g = grids.shape[-1]
+    pos = (np.arange(size, dtype=np.float32) + 0.5) * ((g - 1) / size)
+    i0 = np.minimum(pos.astype(np.int64), g - 2)
+    f = pos - i0
+    f = f * f * (3 - 2 * f)
+    top = grids[:, i0, :]  # (N, S, G)
+    bottom = grids[:, i0 + 1, :]
+    rows = top + (bottom - top) * f[None, :, None]
+    left, right = rows[:, :, i0], rows[:, :, i0 + 1]
+    return left + (right - left) * f[None, None, :]
+
+
+def _fractal(params: list[dict], key: str, size: int, index: int | None = None) -> np.ndarray:
+    """Fractal noise in [0, 1] (mean ~0.5) for every image of the chunk."""
+    octaves = [p[key] if index is None else p[key][index] for p in params]
+    total, norm = 0.0, 0.0
+    for o in range(len(octaves[0])):
+        amp = 0.5**o
+        total = total + amp * _noise(np.stack([grids[o] for grids in octaves]), size)
+        norm += amp
+    return total / norm
+
+
+def _col(params: list[dict], key: str) -> np.ndarray:
+    return np.array([p[key] for p in params], dtype=np.float32)
+
+
+def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def _hair_alpha(hairs: np.ndarray, xs: np.ndarray, ys: np.ndarray, px: float) -> np.ndarray:
+    """Coverage of curved hairs (quadratic Bezier polylines), antialiased at any resolution."""
+    alpha = np.zeros(xs.shape, np.float32)
+    t = np.linspace(0, 1, _HAIR_POINTS, dtype=np.float32)[:, None]
+    for x0, y0, ang, length, bend, width, dark in hairs:
+        p0 = np.array([x0, y0]) * 2.4 - 1.2
+        direction = np.array([np.cos(ang * 2 * np.pi), np.sin(ang * 2 * np.pi)])
+        p2 = p0 + direction * (0.8 + 1.6 * length)
+        p1 = (p0 + p2) / 2 + np.array([-direction[1], direction[0]]) * (bend - 0.5) * 0.8
+        pts = ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(np.float32)
+        a, b = pts[:-1], pts[1:]
+        ab = b - a
+        # Distance from every pixel to every segment, minimum over segments.
+        ax = xs[None] - a[:, 0, None, None]
+        ay = ys[None] - a[:, 1, None, None]
+        h = np.clip((ax * ab[:, 0, None, None] + ay * ab[:, 1, None, None]) / (ab**2).sum(1)[:, None, None], 0, 1)
+        dist = np.sqrt((ax - h * ab[:, 0, None, None]) ** 2 + (ay - h * ab[:, 1, None, None]) ** 2).min(0)
+        w = 0.004 + 0.008 * width
+        sigma = max(w, 0.6 * px)
+        alpha = np.maximum(alpha, (0.6 + 0.4 * dark) * min(1.0, w / sigma) * np.exp(-((dist / sigma) ** 2)))
+    return alpha
+
+
+def _render(params: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(params)
+    px = 2.0 / size
+    coords = (np.arange(size, dtype=np.float32) + 0.5) * px - 1
+    ys, xs = np.meshgrid(coords, coords, indexing="ij")
+    v = lambda a: a[:, None, None]  # noqa: E731  per-image scalar -> broadcastable (N, 1, 1)
+
+    # Skin: tone, mottled texture, patchy redness, uneven lighting.
+    skin = _col(params, "skin")[:, None, None, :]
+    skin_tex = _fractal(params, "skin_grid", size)
+    red = _smoothstep(0.45, 0.8, _fractal(params, "red_grid", size)) * v(_col(params, "red_amp"))
+    skin = skin * (0.93 + 0.14 * skin_tex)[..., None]
+    skin = skin + red[..., None] * np.array([0.05, -0.12, -0.10], np.float32)
+
+    # Lesion shape: rotated, stretched polar outline with low (asymmetry) and high (irregularity)
+    # harmonics, plus a fractal perturbation of the border.
+    centre = _col(params, "centre")
+    ang = v(_col(params, "angle"))
+    dx, dy = xs[None] - v(centre[:, 0]), ys[None] - v(centre[:, 1])
+    u = dx * np.cos(ang) + dy * np.sin(ang)
+    w = -dx * np.sin(ang) + dy * np.cos(ang)
+    elong = np.sqrt(v(_col(params, "elong")))
+    u, w = u / elong, w * elong
+    rho, phi = np.sqrt(u * u + w * w), np.arctan2(w, u)
+    outline = np.ones_like(rho)
+    amps, phases = _col(params, "harm_amp"), _col(params, "harm_phase")
+    for k in range(10):
+        outline += v(amps[:, k]) * np.cos((k + 1) * phi + v(phases[:, k]))
+    radius = v(_col(params, "radius"))
+    border = (_fractal(params, "border_grid", size) - 0.5) * 2 * v(_col(params, "border"))
+    d = rho / (radius * np.maximum(outline, 0.3)) - 1 + border  # < 0 inside the lesion
+    mask = d < 0
+
+    # Lesion colour: palette mixed by sharp (variegated) or flat (uniform) soft-max of fields.
+    fields = np.stack([_fractal(params, "var_grids", size, i) for i in range(4)], -1)
+    logits = (fields - fields.mean(-1, keepdims=True)) * _col(params, "var_sharp")[:, None, None, None]
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    colour = np.einsum("nhwk,nkc->nhwc", weights, _col(params, "palette"))
+    depth = _smoothstep(0.0, 0.7, -d)
+    shade = 1 - v(_col(params, "centre_dark")) * depth
+    net = _fractal(params, "net_grid", size)
+    net_lines = np.exp(-(np.sin(np.pi * 3 * net) ** 2) / 0.05)
+    shade = shade * (1 - v(_col(params, "net")) * net_lines * (0.4 + 0.6 * depth))
+    tex = _fractal(params, "tex_grid", size)
+    ridges = 1 - np.abs(np.sin(np.pi * 5 * tex))
+    shade = shade * (1 - v(_col(params, "ridge")) * ridges)
+    dots = _fractal(params, "dot_grid", size)
+    milia = _smoothstep(0.78, 0.9, dots) * v(_col(params, "milia"))
+    dark_dots = _smoothstep(0.76, 0.88, 1 - dots) * v(_col(params, "dots")) * depth
+    colour = colour * (shade * (1 - dark_dots))[..., None]
+    colour = colour + (milia[..., None] * (np.array([0.92, 0.88, 0.78], np.float32) - colour))
+    soft = np.maximum(v(_col(params, "soft")), px) / radius
+    alpha = (1 / (1 + np.exp(np.clip(d / soft, -30, 30)))) * v(_col(params, "opacity"))
+    image = skin + alpha[..., None] * (colour - skin)
+
+    for i, p in enumerate(params):
+        if len(p["hairs"]):
+            a = _hair_alpha(p["hairs"], xs, ys, px)[..., None]
+            image[i] = image[i] + a * (_HAIR - image[i])
+
+    # Dermoscope optics: directional light falloff and the dark circular vignette.
+    light_dir = _col(params, "light_dir")
+    light = 1 - v(_col(params, "light_amp")) * (1 + xs[None] * v(np.cos(light_dir)) + ys[None] * v(np.sin(light_dir)))
+    vc = _col(params, "vig_centre")
+    r = np.sqrt((xs[None] - v(vc[:, 0])) ** 2 + (ys[None] - v(vc[:, 1])) ** 2)
+    vr = v(_col(params, "vig_radius"))
+    vignette = 1 - _smoothstep(0, 1, (r - vr + 0.08) / 0.16) * v(_col(params, "vignette"))
+    vignette = vignette * (1 - 0.25 * r**2)
+    image = image * (light * vignette)[..., None]
+    return image, mask
+
+
+def generate_phantoms(
+    n: int, size: int, seed: int = 0, *, balanced: bool = False, start: int = 0, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phantoms ``start .. start+n-1``: images uint8 (n, size, size, 3), masks uint8 0/1 (n, size, size),
+    labels int64 (n,). ``balanced`` gives equal class frequencies instead of ISIC-2017 priors."""
+    if size < 1 or size & (size - 1):
+        raise ValueError(f"phantom size must be a power of two, got {size}")
+    if n < 0 or seed < 0 or start < 0:
+        raise ValueError(f"phantoms need n, seed, start >= 0, got n={n} seed={seed} start={start}")
+    images = np.empty((n, size, size, 3), np.uint8)
+    masks = np.empty((n, size, size), np.uint8)
+    labels = np.empty(n, np.int64)
+    chunk = chunk or max(1, min(256, 2**20 // (size * size)))
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        params = [_draw(seed, start + i, balanced) for i in range(lo, hi)]
+        image, mask = _render(params, size)
+        # Fine sensor-like grain, drawn per image so it too depends only on (seed, index, size).
+        grain = np.stack([np.random.default_rng([seed, start + i, size, 1]).normal(0, 0.012, (size, size, 1))
+                          for i in range(lo, hi)])
+        images[lo:hi] = np.rint(np.clip(image + grain, 0, 1) * 255)
+        masks[lo:hi] = mask
+        labels[lo:hi] = [p["label"] for p in params]
+    return images, masks, labels
+
+
+def default_cache_root() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("LESION_GAN_CACHE") or pathlib.Path.home() / ".cache" / "lesion-gan")
+
+
+def phantom_store(
+    resolution: int = 32, n: int = 2000, seed: int = 0, root: str | os.PathLike | None = None, *, balanced: bool = False
+) -> pathlib.Path:
+    """Path of a prepared store of phantoms, built once and cached under ``root``.
+
+    Safe when several processes ask at once: each builds into its own temporary folder and the
+    first rename wins; the others discard their copy and use the finished one."""
+    from .store import PreparedStore, StoreError, write_store  # store imports phantom for its CLI
+
+    root = pathlib.Path(root) if root is not None else default_cache_root()
+    tag = f"phantom-v{GENERATOR_VERSION}-r{resolution}-n{n}-s{seed}" + ("-balanced" if balanced else "")
+    path = root / tag
+    try:
+        PreparedStore(path)
+        return path
+    except StoreError:
+        pass
+    images, masks, labels = generate_phantoms(n, resolution, seed, balanced=balanced)
+    source = {"layout": "phantom", "path": None, "generator_version": GENERATOR_VERSION, "seed": seed,
+              "n": n, "balanced": balanced}
+    write_store(path, images, masks, labels, CLASS_NAMES, source=source, ids=[f"phantom_{i:06d}" for i in range(n)],
+                preprocessing={"method": "rendered at the target resolution; lower levels by area, masks nearest"})
+    return path
+
+
+__all__ = ["generate_phantoms", "phantom_store", "PRIORS", "GENERATOR_VERSION", "default_cache_root"]
