@@ -1,0 +1,60 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lesion_models import load_pretrained
+from lesion_models.classifier import ARCHITECTURES, ClassifierConfig, LesionClassifier, load_imagenet_weights
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_shapes_gradients_and_roundtrip(arch, tmp_path):
+    torch.manual_seed(0)
+    model = LesionClassifier(ClassifierConfig(arch=arch, resolution=32))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    logits = model(x)
+    assert logits.shape == (2, 3)
+    logits.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    model.eval()
+    loaded = load_pretrained(model.save_pretrained(tmp_path / arch))
+    assert isinstance(loaded, LesionClassifier) and loaded.config == model.config
+    torch.testing.assert_close(loaded(x), model(x))
+    probs = loaded.predict_proba(x, batch_size=1)
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+
+
+def test_input_is_mapped_to_imagenet_statistics():
+    model = LesionClassifier(ClassifierConfig()).eval()
+    seen = {}
+    model.net.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    model(torch.full((1, 3, 32, 32), 1.0))  # white in [-1, 1] is 1.0 in [0, 1]
+    expected = (1.0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(seen["x"][0, :, 0, 0], expected)
+
+
+def test_imagenet_weights_file_fills_backbone_not_head(tmp_path):
+    from torchvision import models
+
+    reference = models.resnet18(weights=None)  # stands in for a downloaded ImageNet checkpoint
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    model = load_imagenet_weights(LesionClassifier(ClassifierConfig(arch="resnet18")), path)
+    torch.testing.assert_close(model.net.conv1.weight, reference.conv1.weight)
+    assert model.net.fc.weight.shape == (3, 512)
+    with pytest.raises(ValueError, match="not a torchvision densenet121"):
+        load_imagenet_weights(LesionClassifier(ClassifierConfig(arch="densenet121")), path)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_imagenet_weights(model, tmp_path / "missing.pth")
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="vgg16"):
+        ClassifierConfig(arch="vgg16")
+
+
+def test_package_import_does_not_import_torchvision():
+    code = "import sys, lesion_models; assert 'torchvision' not in sys.modules, 'torchvision imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
