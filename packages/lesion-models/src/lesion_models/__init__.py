@@ -2,6 +2,7 @@
 save_pretrained/from_pretrained. Importing the package registers every model family, so
 ``load_pretrained(dir)`` can rebuild any saved model."""
 
+from lesion_models import pggan  # noqa: F401  (registers the PGGAN networks)
 from lesion_models.hub import Pretrained, PretrainedLoadError, load_pretrained, register
 from lesion_models import classifier  # noqa: F401  (registers LesionClassifier; torchvision stays lazy)
 
