@@ -18,7 +18,6 @@ import pathlib
 
 import numpy as np
 
-from . import CLASS_NAMES
 
 # Bump when the rendering changes: it is part of the cache key of phantom stores.
 GENERATOR_VERSION = 1
@@ -279,7 +278,7 @@ def phantom_store(
 
     Safe when several processes ask at once: each builds into its own temporary folder and the
     first rename wins; the others discard their copy and use the finished one."""
-    from .store import PreparedStore, StoreError, write_store  # store imports phantom for its CLI
+    from .store import PreparedStore, StoreError, prepare_phantom_store  # store imports phantom lazily too
 
     root = pathlib.Path(root) if root is not None else default_cache_root()
     tag = f"phantom-v{GENERATOR_VERSION}-r{resolution}-n{n}-s{seed}" + ("-balanced" if balanced else "")
@@ -288,13 +287,7 @@ def phantom_store(
         PreparedStore(path)
         return path
     except StoreError:
-        pass
-    images, masks, labels = generate_phantoms(n, resolution, seed, balanced=balanced)
-    source = {"layout": "phantom", "path": None, "generator_version": GENERATOR_VERSION, "seed": seed,
-              "n": n, "balanced": balanced}
-    write_store(path, images, masks, labels, CLASS_NAMES, source=source, ids=[f"phantom_{i:06d}" for i in range(n)],
-                preprocessing={"method": "rendered at the target resolution; lower levels by area, masks nearest"})
-    return path
+        return prepare_phantom_store(path, resolution, n, seed, balanced=balanced, workers=1, progress=False)
 
 
 __all__ = ["generate_phantoms", "phantom_store", "PRIORS", "GENERATOR_VERSION", "default_cache_root"]

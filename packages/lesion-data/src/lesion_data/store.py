@@ -262,4 +262,139 @@ def write_store(
         raise
 
 
-__all__ = ["PreparedStore", "StoreError", "StoreWriter", "write_store", "levels_for", "downsample_levels"]
+class PrepareError(StoreError):
+    """Some source files are bad; ``problems`` holds one line per file. Nothing was written."""
+
+    def __init__(self, message: str, problems: list[str]):
+        super().__init__(message)
+        self.problems = problems
+
+
+def _pool_map(fn, items: list, workers: int, total: int, desc: str, progress: bool, weight=lambda result: 1):
+    """Ordered results of ``fn`` over ``items`` with a progress bar, in a process pool when workers > 1."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    if workers <= 1 or len(items) <= 1:
+        results = map(fn, items)
+        pool = None
+    else:
+        import multiprocessing
+
+        pool = multiprocessing.get_context().Pool(min(workers, len(items)))
+        results = pool.imap(fn, items, chunksize=max(1, min(16, len(items) // (8 * workers))))
+    try:
+        for result in results:
+            yield result
+            bar.update(weight(result))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+
+
+def prepare_store(
+    source,
+    out: str | os.PathLike,
+    resolution: int,
+    *,
+    margin: float | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    draft: bool = True,
+    layout: str | None = None,
+) -> pathlib.Path:
+    """Convert a source (a folder path or a ``readers.Source``) into a store at ``out``.
+
+    Every bad file (reader problems, unreadable/truncated images, wrong modes, mask size
+    mismatches) is collected; without ``skip_bad`` a PrepareError lists them all and nothing is
+    written, with ``skip_bad`` they are left out and listed in the manifest under ``skipped``."""
+    from .preprocess import DEFAULT_MARGIN, Task, process_safe
+    from .readers import Source, open_source
+
+    margin = DEFAULT_MARGIN if margin is None else margin
+    if margin < 0:
+        raise StoreError(f"margin must be >= 0, got {margin}")
+    levels_for(resolution)
+    src = source if isinstance(source, Source) else open_source(source, layout)
+    problems = list(src.problems)
+    records = src.records
+    has_masks = bool(records) and all(r.mask is not None for r in records)
+    tasks = [(i, Task(r.image, r.mask if has_masks else None, resolution, margin, draft)) for i, r in enumerate(records)]
+    workers = workers or os.cpu_count() or 1
+    writer = StoreWriter(out, len(records), resolution, has_masks) if records else None
+    try:
+        buffer: list[tuple] = []
+
+        def flush() -> None:
+            if buffer:
+                writer.append(np.stack([b[1] for b in buffer]), np.stack([b[2] for b in buffer]) if has_masks else None,
+                              [b[3] for b in buffer], [b[4] for b in buffer])
+                buffer.clear()
+
+        for index, image, mask, error in _pool_map(process_safe, tasks, workers, len(tasks), "prepare", progress):
+            if error is not None:
+                problems.append(error)
+                continue
+            record = records[index]
+            buffer.append((index, image, mask, -1 if record.label is None else record.label, record.id))
+            if len(buffer) >= 64:
+                flush()
+        flush()
+        if problems and not skip_bad:
+            raise PrepareError(f"{len(problems)} bad input file(s) in {src.root}; fix them or pass --skip-bad "
+                               "(skip_bad=True) to leave them out", problems)
+        if writer is None:
+            raise PrepareError(f"{src.root}: no usable images", problems)
+        preprocessing = {
+            "crop": "square centred on the mask bounding box (image centre without a mask), shrunk to fit the image",
+            "margin": margin,
+            "image_resample": "area (PIL BOX) from the source" + (" after JPEG DCT-domain draft scaling" if draft else ""),
+            "mask_resample": "nearest",
+            "lower_levels": "exact block means of level R rounded once; masks nearest samples of level R",
+        }
+        return writer.finish(src.class_names, src.describe(), preprocessing, {"skipped": problems})
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _phantom_chunk(args: tuple[int, int, int, int, bool]):
+    from .phantom import generate_phantoms
+
+    start, n, resolution, seed, balanced = args
+    return generate_phantoms(n, resolution, seed, start=start, balanced=balanced)
+
+
+def prepare_phantom_store(
+    out: str | os.PathLike, resolution: int, n: int = 2000, seed: int = 0, *, balanced: bool = False,
+    workers: int | None = None, progress: bool = True,
+) -> pathlib.Path:
+    """Render ``n`` phantoms at ``resolution`` into a store at ``out``, in parallel chunks."""
+    from . import CLASS_NAMES
+    from .phantom import GENERATOR_VERSION
+
+    levels_for(resolution)
+    chunk = max(1, min(256, 2**20 // (resolution * resolution)))
+    jobs = [(lo, min(chunk, n - lo), resolution, seed, balanced) for lo in range(0, n, chunk)]
+    writer = StoreWriter(out, n, resolution, True)
+    try:
+        done = 0
+        results = _pool_map(_phantom_chunk, jobs, workers or os.cpu_count() or 1, n, "phantoms", progress,
+                            weight=lambda result: len(result[2]))
+        for images, masks, labels in results:
+            writer.append(images, masks, labels, [f"phantom_{i:06d}" for i in range(done, done + len(labels))])
+            done += len(labels)
+        source = {"layout": "phantom", "path": None, "generator_version": GENERATOR_VERSION, "seed": seed, "n": n,
+                  "balanced": balanced}
+        preprocessing = {"method": "rendered at the top level; lower levels exact block means, masks nearest"}
+        return writer.finish(CLASS_NAMES, source, preprocessing)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+__all__ = ["PreparedStore", "StoreError", "PrepareError", "StoreWriter", "write_store", "prepare_store",
+           "prepare_phantom_store", "levels_for", "downsample_levels"]
