@@ -31,6 +31,16 @@ def test_leaf_packages_do_not_import_each_other(leaf):
     assert not imported & forbidden, f"{leaf} imports {sorted(imported & forbidden)}"
 
 
+def test_lesion_turing_uses_only_metrics_and_data():
+    # The visual-Turing-test web app is its own product: statistics from lesion-metrics, class
+    # names from lesion-data, never networks or training (see docs/turing_test.md).
+    imported = imported_top_modules(ROOT / "packages/lesion-turing/src/lesion_turing")
+    forbidden = {"lesion_models", "lesion_train", "torch"}
+    assert not imported & forbidden, f"lesion_turing imports {sorted(imported & forbidden)}"
+    assert "lesion_turing" not in {m for leaf in LEAVES + ("lesion_train",)
+                                   for m in imported_top_modules(ROOT / "packages" / leaf.replace("_", "-") / "src" / leaf)}
+
+
 def test_lesion_models_runtime_dependencies_are_minimal():
     meta = tomllib.loads((ROOT / "packages/lesion-models/pyproject.toml").read_text())
     required = {dep.split(">")[0].split("=")[0].split("[")[0].strip() for dep in meta["project"]["dependencies"]}

@@ -1,0 +1,298 @@
+"""The quiz web server: standard-library `http.server`, every route explicit, every asset local.
+
+What a rater's browser can see is fixed by construction: static pages identical for everyone,
+opaque random ids (per rater and image) for the current image, progress counts, and their own
+score once every answer is in. Images come out of the study database, never from a path in a
+URL, and all have the same size, format and byte length. The results pages need the admin token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs
+
+from .report import build_report, fooled_sheet_png, render_html, report_json
+from .study import Rejected, Study
+
+MAX_BODY = 4096
+COOKIE = "turing_rater"
+_TOKEN = r"[A-Za-z0-9_-]{8,64}"
+
+_ASSET_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8"}
+# Read once at import; requests look names up in this dict and never touch the file system.
+ASSETS = {
+    f.name: (_ASSET_TYPES[f.name[f.name.rfind("."):]], f.read_bytes())
+    for f in resources.files("lesion_turing").joinpath("assets").iterdir()
+    if f.name[f.name.rfind("."):] in _ASSET_TYPES
+}
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# The report is one self-contained file (inline style, no script) that also works from disk.
+ADMIN_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    db: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    raters: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "lesion-turing"
+    timeout = 60  # a silent client cannot hold a thread forever
+    study: Study  # set on the subclass made by make_server
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def __getattr__(self, name: str):
+        # Any other method (PUT, DELETE, OPTIONS, made-up ones) is a 405, not http.server's 501.
+        if name.startswith("do_"):
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _method_not_allowed(self) -> None:
+        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, POST"})
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None, csp: str = CSP) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        # same-origin, not no-referrer: with no-referrer Chromium sends "Origin: null" on our own forms.
+        self.send_header("Referrer-Policy", "same-origin")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Content-Security-Policy", csp)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, obj, status: int = 200) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _redirect(self, location: str, headers: dict | None = None) -> None:
+        self._send(303, b"", "text/plain; charset=utf-8", {"Location": location, **(headers or {})})
+
+    def _error(self, status: int, message: str) -> None:
+        if self.path.startswith("/api/"):
+            self._json({"error": message}, status)
+        else:
+            self._send(status, f"{status} {HTTPStatus(status).phrase}: {message}\n".encode(), "text/plain; charset=utf-8")
+
+    def send_error(self, code, message=None, explain=None):
+        # http.server's own errors (bad request line, oversized headers) in our format and headers.
+        self.close_connection = True
+        if not getattr(self, "command", None):
+            self.command = "GET"
+        self._send(code, f"{code} {message or HTTPStatus(code).phrase}\n".encode(), "text/plain; charset=utf-8")
+
+    def _body(self) -> bytes:
+        if "Transfer-Encoding" in self.headers:
+            self.close_connection = True
+            raise Rejected(411, "send a Content-Length, not a transfer encoding")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            self.close_connection = True
+            raise Rejected(411, "Content-Length required")
+        if not length.isdigit():
+            self.close_connection = True
+            raise Rejected(400, "bad Content-Length")
+        if int(length) > MAX_BODY:
+            self.close_connection = True  # the unread body must not be parsed as a next request
+            raise Rejected(413, f"request bodies are limited to {MAX_BODY} bytes")
+        data = self.rfile.read(int(length))
+        if len(data) != int(length):
+            raise Rejected(400, "truncated body")
+        return data
+
+    def _require_type(self, expected: str) -> None:
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != expected:
+            raise Rejected(415, f"expected Content-Type {expected}")
+
+    def _same_origin(self) -> None:
+        origin = self.headers.get("Origin")
+        if origin is not None and origin != f"http://{self.headers.get('Host', '')}":
+            raise Rejected(403, "cross-origin request")
+
+    def _cookie_token(self) -> str | None:
+        try:
+            morsel = SimpleCookie(self.headers.get("Cookie", "")).get(COOKIE)
+        except CookieError:
+            return None
+        return morsel.value if morsel else None
+
+    def _rater_cookie(self, token: str) -> dict:
+        return {"Set-Cookie": f"{COOKIE}={token}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Strict"}
+
+    def _admin(self, token: str) -> None:
+        if not hmac.compare_digest(token.encode(), self.study.admin_token.encode()):
+            raise Rejected(404, "not found")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            path = self.path.split("?", 1)[0]
+            for route_method, pattern, action in ROUTES:
+                match = pattern.fullmatch(path)
+                if match and route_method == method:
+                    action(self, *match.groups())
+                    return
+            if any(p.fullmatch(path) for _, p, _ in ROUTES):
+                self._method_not_allowed()
+            else:
+                raise Rejected(404, "not found")
+        except Rejected as exc:
+            self._error(exc.status, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:  # a 500 is a bug: say so and keep the trace on the server
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            self._error(500, "internal error")
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def start_page(self) -> None:
+        token = self._cookie_token()
+        if token and self.study.rater_exists(token):
+            self._redirect(f"/r/{token}")
+        else:
+            self._send(200, ASSETS["start.html"][1], ASSETS["start.html"][0])
+
+    def new_rater(self) -> None:
+        self._same_origin()
+        self._require_type("application/x-www-form-urlencoded")
+        try:
+            form = parse_qs(self._body().decode("utf-8"), strict_parsing=True, max_num_fields=4)
+        except (UnicodeDecodeError, ValueError):
+            raise Rejected(400, "malformed form") from None
+        names = form.get("name", [])
+        if len(names) != 1:
+            raise Rejected(400, "give exactly one name")
+        token = self.study.add_rater(names[0])
+        self._redirect(f"/r/{token}", self._rater_cookie(token))
+
+    def quiz_page(self, token: str) -> None:
+        if not self.study.rater_exists(token):
+            raise Rejected(404, "unknown rater link")
+        self._send(200, ASSETS["quiz.html"][1], ASSETS["quiz.html"][0], self._rater_cookie(token))
+
+    def state(self, token: str) -> None:
+        self._json(self.study.state(token))
+
+    def image(self, token: str, item: str) -> None:
+        self._send(200, self.study.image(token, item), "image/png")
+
+    def answer(self, token: str) -> None:
+        self._same_origin()
+        self._require_type("application/json")
+        try:
+            data = json.loads(self._body())
+        except (UnicodeDecodeError, ValueError):
+            raise Rejected(400, "malformed JSON") from None
+        if not isinstance(data, dict) or not {"item", "answer", "confidence"} <= data.keys() <= {
+            "item", "answer", "confidence", "diagnosis"
+        }:
+            raise Rejected(400, "expected {item, answer, confidence[, diagnosis]}")
+        if not isinstance(data["item"], str) or data["answer"] not in ("real", "synthetic"):
+            raise Rejected(400, "answer must be 'real' or 'synthetic'")
+        diagnosis = data.get("diagnosis")
+        if diagnosis is not None and not isinstance(diagnosis, str):
+            raise Rejected(400, "diagnosis must be a string")
+        self.study.answer(token, data["item"], data["answer"] == "synthetic", data["confidence"], diagnosis)
+        self._json(self.study.state(token))
+
+    def static(self, name: str) -> None:
+        if name not in ASSETS:
+            raise Rejected(404, "not found")
+        ctype, body = ASSETS[name]
+        self._send(200, body, ctype)
+
+    def admin_redirect(self, token: str) -> None:
+        self._admin(token)
+        self._redirect(f"/admin/{token}/")
+
+    def admin_page(self, token: str) -> None:
+        self._admin(token)
+        page = render_html(build_report(self.study), "fooled.png", raters=self.study.raters())
+        self._send(200, page.encode(), "text/html; charset=utf-8", csp=ADMIN_CSP)
+
+    def admin_json(self, token: str) -> None:
+        self._admin(token)
+        self._send(200, report_json(build_report(self.study)).encode(), "application/json")
+
+    def admin_sheet(self, token: str) -> None:
+        self._admin(token)
+        self._send(200, fooled_sheet_png(self.study, build_report(self.study)), "image/png")
+
+
+ROUTES = [
+    (method, re.compile(pattern), action)
+    for method, pattern, action in [
+        ("GET", r"/", Handler.start_page),
+        ("POST", r"/raters", Handler.new_rater),
+        ("GET", rf"/r/({_TOKEN})", Handler.quiz_page),
+        ("GET", rf"/api/r/({_TOKEN})/state", Handler.state),
+        ("GET", rf"/api/r/({_TOKEN})/image/({_TOKEN})", Handler.image),
+        ("POST", rf"/api/r/({_TOKEN})/answer", Handler.answer),
+        ("GET", r"/static/([a-z]+\.[a-z]+)", Handler.static),
+        ("GET", rf"/admin/({_TOKEN})", Handler.admin_redirect),
+        ("GET", rf"/admin/({_TOKEN})/", Handler.admin_page),
+        ("GET", rf"/admin/({_TOKEN})/report\.json", Handler.admin_json),
+        ("GET", rf"/admin/({_TOKEN})/fooled\.png", Handler.admin_sheet),
+    ]
+]
+
+
+def make_server(study: Study, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """A ready-to-run server for `study` (port 0 picks a free port: see `server.server_address`)."""
+    handler = type("StudyHandler", (Handler,), {"study": study})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve(config: ServeConfig, study: Study) -> None:
+    """Create the requested raters, print the links, and serve until interrupted."""
+    for name in config.raters:
+        if study.rater_token(name) is None:
+            study.add_rater(name)
+    server = make_server(study, config.host, config.port)
+    host, port = server.server_address[:2]
+    base = f"http://{host}:{port}"
+    print(f"Visual Turing test: {base}/  ({study.n_images} images, {len(study.raters())} raters)")
+    for name in config.raters:
+        print(f"  personal link for {name}: {base}/r/{study.rater_token(name)}")
+    print(f"Results (admin only, keep private): {base}/admin/{study.admin_token}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
