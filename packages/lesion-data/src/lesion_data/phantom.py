@@ -20,21 +20,22 @@ import numpy as np
 
 
 # Bump when the rendering changes: it is part of the cache key of phantom stores.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 PRIORS = (1372 / 2000, 374 / 2000, 254 / 2000)
 _MAX_HAIRS = 8
+_DOTS = 14
 _HAIR_POINTS = 12
 
 # Per-class parameter ranges; radii in units of the image half-width.
 _CLASSES = {
-    0: dict(radius=(0.3, 0.5), elong=(1.0, 1.25), asym=0.025, irreg=0.012, border=0.05, soft=0.035,
-            centre_dark=0.35, net=0.45, ridge=0.0, milia=0.0, dots=0.15),
-    1: dict(radius=(0.5, 0.8), elong=(1.0, 1.6), asym=0.12, irreg=0.02, border=0.3, soft=0.02,
-            centre_dark=0.15, net=0.25, ridge=0.0, milia=0.0, dots=0.45),
-    2: dict(radius=(0.38, 0.62), elong=(1.0, 1.45), asym=0.05, irreg=0.025, border=0.1, soft=0.008,
-            centre_dark=0.05, net=0.0, ridge=0.2, milia=0.6, dots=0.25),
+    0: dict(radius=(0.4, 0.65), elong=(1.0, 1.25), asym=0.025, irreg=0.012, border=0.05, soft=0.035,
+            centre_dark=0.35, net=0.28, ridge=0.0, dots=0.25),
+    1: dict(radius=(0.55, 0.9), elong=(1.0, 1.6), asym=0.12, irreg=0.02, border=0.3, soft=0.02,
+            centre_dark=0.15, net=0.25, ridge=0.0, dots=0.7),
+    2: dict(radius=(0.45, 0.72), elong=(1.0, 1.45), asym=0.05, irreg=0.025, border=0.1, soft=0.008,
+            centre_dark=0.05, net=0.0, ridge=0.14, dots=0.75),
 }
-_NEVUS_BROWN = np.array([0.47, 0.27, 0.16])
+_NEVUS_BROWN = np.array([0.50, 0.29, 0.17])
 _MELANOMA_COLOURS = np.array([
     [0.13, 0.08, 0.07],  # black-brown
     [0.30, 0.18, 0.12],  # dark brown
@@ -44,10 +45,10 @@ _MELANOMA_COLOURS = np.array([
     [0.74, 0.64, 0.62],  # regression white
 ])
 _KERATOSIS_COLOURS = np.array([
-    [0.62, 0.47, 0.32],
-    [0.52, 0.38, 0.26],
-    [0.70, 0.58, 0.40],
-    [0.46, 0.38, 0.31],
+    [0.66, 0.48, 0.37],
+    [0.56, 0.39, 0.30],
+    [0.72, 0.57, 0.46],
+    [0.52, 0.41, 0.37],
 ])
 _SKIN_LIGHT = np.array([0.94, 0.80, 0.75])
 _SKIN_DARK = np.array([0.78, 0.58, 0.47])
@@ -81,19 +82,26 @@ def _draw(seed: int, index: int, balanced: bool) -> dict:
     p["border_grid"] = _fractal_grids(rng, 4, 3)
     p["border"] = c["border"] * rng.uniform(0.6, 1.4)
     p["soft"] = c["soft"] * rng.uniform(0.7, 1.3)
-    p["var_grids"] = [_fractal_grids(rng, 3, 2) for _ in range(4)]
-    p["net_grid"] = _fractal_grids(rng, 16, 1)
+    p["var_grids"] = [_fractal_grids(rng, 4, 1) for _ in range(4)]
+    p["warp_grid"] = _fractal_grids(rng, 5, 2)
+    p["net_freq"] = rng.uniform(8.0, 13.0)
     p["tex_grid"] = _fractal_grids(rng, 8, 2)
-    p["dot_grid"] = _fractal_grids(rng, 32, 1)
+    # Dots and globules: position in the lesion (polar, unit disc), size, and bright (milia-like
+    # cyst) or dark (globule) kind, a fixed number of draws per image.
+    p["dots_xy"] = rng.random((_DOTS, 2))
+    p["dots_size"] = rng.uniform(0.03, 0.08, _DOTS)
+    p["dots_kind"] = rng.random(_DOTS)
     # Palette of four colours mixed by smooth random fields: nearly equal colours for nevi (uniform
-    # brown), four distinct dermoscopic colours for melanoma, tan shades for keratoses.
-    brown = _NEVUS_BROWN * rng.uniform(0.75, 1.2) + rng.normal(0, 0.02, 3)
+    # brown), four distinct dermoscopic colours for melanoma, tan shades for keratoses. Jitter is
+    # mostly in brightness: independent per-channel jitter turns dark browns olive.
+    brown = _NEVUS_BROWN * rng.uniform(0.75, 1.2) * (1 + rng.normal(0, 0.04, 3))
     nevus = brown * (1 + rng.normal(0, 0.06, (4, 1)))
-    mel = _MELANOMA_COLOURS[np.r_[0, 1, 2 + rng.permutation(4)[:2]]] + rng.normal(0, 0.03, (4, 3))
-    ker = _KERATOSIS_COLOURS * rng.uniform(0.85, 1.15) + rng.normal(0, 0.03, (4, 3))
+    mel = _MELANOMA_COLOURS[np.r_[0, 1, 2 + rng.permutation(4)[:2]]] * rng.uniform(0.85, 1.15, (4, 1))
+    ker = _KERATOSIS_COLOURS * rng.uniform(0.85, 1.15, (4, 1))
     p["palette"] = (nevus, mel, ker)[k]
+    p["bright_share"] = (0.0, 0.1, 0.85)[k]
     p["var_sharp"] = (4.0, 14.0, 8.0)[k] * rng.uniform(0.7, 1.3)
-    for name in ("centre_dark", "net", "ridge", "milia", "dots"):
+    for name in ("centre_dark", "net", "ridge", "dots"):
         p[name] = c[name] * rng.uniform(0.6, 1.4)
     p["opacity"] = rng.uniform(0.8, 1.0)
     hairs = rng.random() < 0.35
@@ -116,7 +124,7 @@ def _noise(grids: np.ndarray, size: int) -> np.ndarray:
     g = grids.shape[-1]
     pos = (np.arange(size, dtype=np.float32) + 0.5) * ((g - 1) / size)
     i0 = np.minimum(pos.astype(np.int64), g - 2)
-    f = pos - i0
+    f = pos - i0.astype(np.float32)
     f = f * f * (3 - 2 * f)
     top = grids[:, i0, :]  # (N, S, G)
     bottom = grids[:, i0 + 1, :]
@@ -168,6 +176,30 @@ def _hair_alpha(hairs: np.ndarray, xs: np.ndarray, ys: np.ndarray, px: float) ->
     return alpha
 
 
+def _dots(params: list[dict], colour: np.ndarray, xs: np.ndarray, ys: np.ndarray, px: float) -> np.ndarray:
+    """Round milia-like bright cysts and dark globules at random places inside the lesion."""
+    centre, radius = _col(params, "centre"), _col(params, "radius")
+    xy, size, kind = _col(params, "dots_xy"), _col(params, "dots_size"), _col(params, "dots_kind")
+    amount, bright_share = _col(params, "dots"), _col(params, "bright_share")
+    x, y = xs[0][None], ys[:, 0][None]  # (1, S) pixel-centre coordinates
+    bright = np.zeros(colour.shape[:3], np.float32)
+    dark = np.zeros(colour.shape[:3], np.float32)
+    for j in range(xy.shape[1]):
+        r = np.sqrt(xy[:, j, 0]) * radius * 0.85
+        cx = centre[:, 0] + r * np.cos(2 * np.pi * xy[:, j, 1])
+        cy = centre[:, 1] + r * np.sin(2 * np.pi * xy[:, j, 1])
+        rad = size[:, j] * radius
+        sigma = np.maximum(rad, 0.7 * px)[:, None]
+        amp = (amount * np.minimum(1.0, (rad / sigma[:, 0]) ** 2))[:, None, None]  # sub-pixel dots keep their ink
+        # A Gaussian disc is separable: one outer product per dot.
+        blob = np.exp(-(((y - cy[:, None]) / sigma) ** 2))[:, :, None] * np.exp(-(((x - cx[:, None]) / sigma) ** 2))[:, None, :]
+        is_bright = (kind[:, j] < bright_share)[:, None, None]
+        np.maximum(bright, blob * (amp * is_bright), out=bright)
+        np.maximum(dark, blob * (amp * ~is_bright), out=dark)
+    colour = colour * (1 - 0.65 * dark)[..., None]
+    return colour + bright[..., None] * (np.array([0.93, 0.89, 0.80], np.float32) - colour)
+
+
 def _render(params: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(params)
     px = 2.0 / size
@@ -191,35 +223,46 @@ def _render(params: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
     w = -dx * np.sin(ang) + dy * np.cos(ang)
     elong = np.sqrt(v(_col(params, "elong")))
     u, w = u / elong, w * elong
-    rho, phi = np.sqrt(u * u + w * w), np.arctan2(w, u)
+    rho = np.sqrt(u * u + w * w) + 1e-6
+    # cos(k phi + phase) through the angle-addition recurrence: no arctan2 and no cos per harmonic.
+    c1, s1 = u / rho, w / rho
+    ck, sk = c1, s1
     outline = np.ones_like(rho)
     amps, phases = _col(params, "harm_amp"), _col(params, "harm_phase")
     for k in range(10):
-        outline += v(amps[:, k]) * np.cos((k + 1) * phi + v(phases[:, k]))
+        outline += v(amps[:, k]) * (ck * v(np.cos(phases[:, k])) - sk * v(np.sin(phases[:, k])))
+        ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
     radius = v(_col(params, "radius"))
-    border = (_fractal(params, "border_grid", size) - 0.5) * 2 * v(_col(params, "border"))
-    d = rho / (radius * np.maximum(outline, 0.3)) - 1 + border  # < 0 inside the lesion
-    mask = d < 0
+    border_noise = _fractal(params, "border_grid", size) - 0.5
+    d = rho / (radius * np.maximum(outline, 0.3)) - 1 + 2 * border_noise * v(_col(params, "border"))
+    mask = d < 0  # < 0 inside the lesion
 
     # Lesion colour: palette mixed by sharp (variegated) or flat (uniform) soft-max of fields.
     fields = np.stack([_fractal(params, "var_grids", size, i) for i in range(4)], -1)
     logits = (fields - fields.mean(-1, keepdims=True)) * _col(params, "var_sharp")[:, None, None, None]
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
-    colour = np.einsum("nhwk,nkc->nhwc", weights, _col(params, "palette"))
+    colour = np.matmul(weights.reshape(n, -1, 4), _col(params, "palette")).reshape(n, size, size, 3)
     depth = _smoothstep(0.0, 0.7, -d)
     shade = 1 - v(_col(params, "centre_dark")) * depth
-    net = _fractal(params, "net_grid", size)
-    net_lines = np.exp(-(np.sin(np.pi * 3 * net) ** 2) / 0.05)
-    shade = shade * (1 - v(_col(params, "net")) * net_lines * (0.4 + 0.6 * depth))
-    tex = _fractal(params, "tex_grid", size)
-    ridges = 1 - np.abs(np.sin(np.pi * 5 * tex))
-    shade = shade * (1 - v(_col(params, "ridge")) * ridges)
-    dots = _fractal(params, "dot_grid", size)
-    milia = _smoothstep(0.78, 0.9, dots) * v(_col(params, "milia"))
-    dark_dots = _smoothstep(0.76, 0.88, 1 - dots) * v(_col(params, "dots")) * depth
-    colour = colour * (shade * (1 - dark_dots))[..., None]
-    colour = colour + (milia[..., None] * (np.array([0.92, 0.88, 0.78], np.float32) - colour))
+    # Pigment network: a noise-warped lattice in lesion coordinates, faded to its mean where its
+    # period falls below ~3 px so low resolutions do not alias.
+    warp = (_fractal(params, "warp_grid", size) - 0.5) * 0.5
+    freq = v(_col(params, "net_freq"))
+    a = np.sin(np.pi * freq * (u + warp))
+    b = np.sin(np.pi * freq * (w - border_noise * 0.5))
+    lines = np.exp(-np.minimum(a * a, b * b) / 0.2)
+    sharp = np.clip((size / freq - 2.0) / 3.0, 0, 1)
+    lines = sharp * lines + (1 - sharp) * 0.45
+    shade = shade * (1 - v(_col(params, "net")) * lines * (0.3 + 0.7 * depth))
+    # Waxy cerebriform ridges, computed only for the images that have them (keratoses).
+    ridged = np.flatnonzero(_col(params, "ridge") > 0)
+    if len(ridged):
+        sub = [params[i] for i in ridged]
+        ridges = 1 - np.abs(np.sin(np.pi * 5 * _fractal(sub, "tex_grid", size)))
+        shade[ridged] *= 1 - v(_col(sub, "ridge")) * ridges
+    colour = colour * shade[..., None]
+    colour = _dots(params, colour, xs, ys, px)
     soft = np.maximum(v(_col(params, "soft")), px) / radius
     alpha = (1 / (1 + np.exp(np.clip(d / soft, -30, 30)))) * v(_col(params, "opacity"))
     image = skin + alpha[..., None] * (colour - skin)
