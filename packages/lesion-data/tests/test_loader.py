@@ -25,7 +25,7 @@ def _ids(batch):
 def test_batch_format(store):
     batch = next(StoreBatches(store, 8, 4, augment=False, with_masks=True))
     assert batch["images"].shape == (4, 3, 8, 8) and batch["images"].dtype == torch.float32
-    assert batch["images"].min() >= -1 and batch["images"].max() <= 1
+    assert batch["images"].min() >= -1 and batch["images"].max() <= 1 and batch["images"].is_contiguous()
     assert batch["labels"].dtype == torch.long
     assert batch["masks"].shape == (4, 1, 8, 8) and set(batch["masks"].unique().tolist()) <= {0.0, 1.0}
     np.testing.assert_array_equal(batch["labels"].numpy(), _ids(batch).numpy() % 3)

@@ -2,8 +2,8 @@
 
 Lesions have no canonical orientation, so the 8 symmetries of the square (flips and 90-degree
 rotations, the dihedral group D4) are label-preserving. Each element is a composition of an
-optional horizontal flip, vertical flip and transpose, drawn per sample and applied to the whole
-batch with ``torch.where`` (no per-sample Python loop).
+optional horizontal flip, vertical flip and transpose, drawn per sample and applied group by group
+(at most 8 vectorised steps, no per-sample Python loop).
 """
 
 from __future__ import annotations
@@ -20,11 +20,23 @@ def apply_dihedral(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Apply per-sample D4 elements to square tensors (B, ..., H, W)."""
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"dihedral augmentation needs square tensors, got {tuple(x.shape)}")
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    codes = codes.to(x.device).view(shape)
-    x = torch.where(codes & 1 != 0, x.flip(-1), x)
-    x = torch.where(codes & 2 != 0, x.flip(-2), x)
-    return torch.where(codes & 4 != 0, x.transpose(-1, -2), x)
+    codes = codes.to(x.device)
+    out = torch.empty_like(x)
+    # One gather, transform and scatter per group element (8 at most): 2-4x less memory traffic
+    # than torch.where over the whole batch per bit; costs one host sync per group on CUDA.
+    for code in range(8):
+        sel = (codes == code).nonzero().squeeze(1)
+        if len(sel) == 0:
+            continue
+        y = x.index_select(0, sel)
+        if code & 1:
+            y = y.flip(-1)
+        if code & 2:
+            y = y.flip(-2)
+        if code & 4:
+            y = y.transpose(-1, -2)
+        out.index_copy_(0, sel, y)
+    return out
 
 
 def random_dihedral(
