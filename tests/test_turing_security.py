@@ -245,7 +245,7 @@ def transcript(client, study, answers):
 def test_the_truth_never_reaches_the_browser(tmp_path):
     """Run the same quiz twice with the roles of the two folders swapped: if anything a rater's
     browser receives (bodies, headers, ids, sizes, order) depended on which images are real,
-    the two transcripts would differ. A balanced quiz answered 'real' throughout scores 50% either
+    the two transcripts would differ. A balanced quiz answered "real" throughout scores 50% either
     way, so even the final score matches."""
     folders = make_study(tmp_path, "truthfolderreal", "truthfoldersynth")
     transcripts = []
@@ -256,7 +256,7 @@ def test_the_truth_never_reaches_the_browser(tmp_path):
         server = make_server(study)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         client = Client(server.server_address[1])
-        transcripts.append(transcript(client, study, [("real", 3), ("synthetic", 5), ("real", 1), ("synthetic", 2)]))
+        transcripts.append(transcript(client, study, [("real", 3), ("real", 5), ("real", 1), ("real", 2)]))
         server.shutdown()
         server.server_close()
         study.close()

@@ -50,6 +50,12 @@ CREATE TABLE answers(
     answered REAL NOT NULL);
 """
 
+# A rater's current image: the first of their assignment without an answer.
+_NEXT_ITEM = (
+    "SELECT i.token FROM items i LEFT JOIN answers a ON a.item_token = i.token "
+    "WHERE i.rater_id = ? AND a.item_token IS NULL ORDER BY i.position LIMIT 1"
+)
+
 
 class StudyError(ValueError):
     """A study that cannot be created or opened; the message names the file."""
@@ -236,11 +242,7 @@ class Study:
         return state
 
     def _next_item(self, rater_id: int) -> str | None:
-        rows = self._query(
-            "SELECT i.token FROM items i LEFT JOIN answers a ON a.item_token = i.token "
-            "WHERE i.rater_id = ? AND a.item_token IS NULL ORDER BY i.position LIMIT 1",
-            (rater_id,),
-        )
+        rows = self._query(_NEXT_ITEM, (rater_id,))
         return rows[0][0] if rows else None
 
     def _own_result(self, rater_id: int) -> dict:
@@ -274,11 +276,7 @@ class Study:
                 owner = self._con.execute("SELECT rater_id FROM items WHERE token = ?", (item,)).fetchone()
                 if owner is None or owner[0] != rater_id:
                     raise Rejected(404, "unknown image")
-                current = self._con.execute(
-                    "SELECT i.token FROM items i LEFT JOIN answers a ON a.item_token = i.token "
-                    "WHERE i.rater_id = ? AND a.item_token IS NULL ORDER BY i.position LIMIT 1",
-                    (rater_id,),
-                ).fetchone()
+                current = self._con.execute(_NEXT_ITEM, (rater_id,)).fetchone()
                 if current is None or current[0] != item:
                     raise Rejected(409, "this image was already answered or is not the current one")
                 self._con.execute(
