@@ -38,7 +38,7 @@ class Client:
 
     def request(self, method, path, body=None, headers=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)  # the first report imports torch via lesion_metrics
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
         for key, value in (headers or {}).items():
             conn.putheader(key, value)
         if body is not None and "Content-Length" not in (headers or {}):
@@ -95,7 +95,7 @@ def test_images_only_by_opaque_ids_no_traversal_no_listing(served, tmp_path):
         f"/api/r/{token}/image/", f"/api/r/{token}/image/../state", f"/api/r/{token}/image/..%2F..%2Fs.sqlite",
         f"/api/r/{token}/image/REALSOURCE_0.jpg", f"/api/r/{token}/image/%2Fetc%2Fpasswd", "/etc/passwd",
         "//etc/passwd", "/s.sqlite", "/truthfolderreal/REALSOURCE_0.jpg", "/api/", "/api/r/", "/admin/", "/r/",
-        f"/r/{token}/../../s.sqlite", "/%2e%2e/%2e%2e/etc/passwd", "http://evil.example/static/quiz.js",
+        f"/r/{token}/../../s.sqlite", "/%2e%2e/%2e%2e/etc/passwd", "http://127.0.0.1/static/../secret.txt",
     ]
     for path in probes:
         status, _, body = client.request("GET", path)
@@ -171,6 +171,25 @@ def test_oversized_bodies_wrong_types_and_forged_requests_are_rejected(served):
     assert client.request("POST", f"/api/r/{ada}/answer", good, json_type)[0] == 200
     assert client.request("POST", f"/api/r/{ada}/answer", good, json_type)[0] == 409
     assert answer_count(study) == 1 and study.answers()[0]["confidence"] == 3
+
+
+def test_closed_signup_and_foreign_host_names(served):
+    client, study = served
+    ada = client.new_rater("Ada")
+    closed = make_server(study, signup=False)
+    threading.Thread(target=closed.serve_forever, args=(0.05,), daemon=True).start()
+    other = Client(closed.server_address[1])
+    status, _, body = other.request("GET", "/")
+    assert status == 200 and b"personal link" in body and b"<form" not in body
+    assert other.request("POST", "/raters", b"name=Eve", {"Content-Type": "application/x-www-form-urlencoded"})[0] == 403
+    assert other.request("GET", f"/r/{ada}")[0] == 200  # personal links still work
+    closed.shutdown()
+    closed.server_close()
+    # DNS rebinding: a page on another host name that resolves to 127.0.0.1 is refused.
+    for host, status in (("evil.example", 403), ("evil.example:80", 403), ("[", 400),
+                         ("localhost:1", 200), ("[::1]:8000", 200)):
+        assert client.request("GET", f"/api/r/{ada}/state", headers={"Host": host})[0] == status, host
+    assert [r["name"] for r in study.raters()] == ["Ada"]
 
 
 def test_garbage_requests_never_500(served):

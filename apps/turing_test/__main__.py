@@ -29,9 +29,11 @@ def cli():
 @click.option("--diagnosis/--no-diagnosis", default=False, show_default=True,
               help=f"Also ask for an optional diagnosis ({', '.join(CLASS_NAMES)}).")
 @click.option("--rater", "raters", multiple=True, help="Create this rater and print their personal link (repeatable).")
+@click.option("--signup/--no-signup", default=True, show_default=True,
+              help="Let raters start by typing a name; with --no-signup only --rater links work.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Use 0.0.0.0 to serve the local network.")
 @click.option("--port", default=8000, show_default=True, help="0 picks a free port.")
-def serve(real, synthetic, db, n, size, jpeg_quality, seed, diagnosis, raters, host, port):
+def serve(real, synthetic, db, n, size, jpeg_quality, seed, diagnosis, raters, signup, host, port):
     """Serve the quiz (creates the study from the two folders on first start)."""
     if (real is None) != (synthetic is None):
         raise click.UsageError("give both --real and --synthetic, or neither to resume an existing --db")
@@ -43,7 +45,7 @@ def serve(real, synthetic, db, n, size, jpeg_quality, seed, diagnosis, raters, h
     except (StudyError, ImageError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        serve_study(ServeConfig(db, host, port, tuple(raters)), study)
+        serve_study(ServeConfig(db, host, port, tuple(raters), signup), study)
     finally:
         study.close()
 

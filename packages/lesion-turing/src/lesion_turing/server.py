@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from .report import build_report, fooled_sheet_png, render_html, report_json
 from .study import Rejected, Study
@@ -48,12 +48,17 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     raters: tuple[str, ...] = field(default_factory=tuple)
+    signup: bool = True  # False: only personal links made with --rater, no names typed in
 
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "lesion-turing"
     timeout = 60  # a silent client cannot hold a thread forever
     study: Study  # set on the subclass made by make_server
+    signup: bool = True
+    # On a loopback address, only loopback names: a foreign web page cannot reach the quiz through
+    # DNS rebinding (its requests would carry its own host name).
+    allowed_hosts: frozenset[str] | None = None
 
     def version_string(self) -> str:
         return self.server_version
@@ -157,6 +162,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
+            if self.allowed_hosts is not None:
+                try:
+                    host = urlsplit("//" + self.headers.get("Host", "")).hostname
+                except ValueError:
+                    raise Rejected(400, "malformed Host header") from None
+                if host not in self.allowed_hosts:
+                    raise Rejected(403, "unexpected Host header")
             path = self.path.split("?", 1)[0]
             for route_method, pattern, action in ROUTES:
                 match = pattern.fullmatch(path)
@@ -183,9 +195,12 @@ class Handler(BaseHTTPRequestHandler):
         if token and self.study.rater_exists(token):
             self._redirect(f"/r/{token}")
         else:
-            self._send(200, ASSETS["start.html"][1], ASSETS["start.html"][0])
+            ctype, body = ASSETS["start.html" if self.signup else "closed.html"]
+            self._send(200, body, ctype)
 
     def new_rater(self) -> None:
+        if not self.signup:
+            raise Rejected(403, "sign-up is closed; open your personal link")
         self._same_origin()
         self._require_type("application/x-www-form-urlencoded")
         try:
@@ -270,9 +285,13 @@ ROUTES = [
 ]
 
 
-def make_server(study: Study, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(study: Study, host: str = "127.0.0.1", port: int = 0, signup: bool = True) -> ThreadingHTTPServer:
     """A ready-to-run server for `study` (port 0 picks a free port: see `server.server_address`)."""
-    handler = type("StudyHandler", (Handler,), {"study": study})
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    handler = type("StudyHandler", (Handler,), {
+        "study": study, "signup": signup,
+        "allowed_hosts": frozenset({"127.0.0.1", "localhost", "::1"}) if loopback else None,
+    })
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
@@ -283,7 +302,7 @@ def serve(config: ServeConfig, study: Study) -> None:
     for name in config.raters:
         if study.rater_token(name) is None:
             study.add_rater(name)
-    server = make_server(study, config.host, config.port)
+    server = make_server(study, config.host, config.port, config.signup)
     host, port = server.server_address[:2]
     base = f"http://{host}:{port}"
     print(f"Visual Turing test: {base}/  ({study.n_images} images, {len(study.raters())} raters)")
