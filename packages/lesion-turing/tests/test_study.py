@@ -82,6 +82,12 @@ def test_reencode_gives_identical_format_and_byte_length_without_metadata(tmp_pa
         reencode(tmp_path / "broken.png", 64, 90)
 
 
+def test_reencode_scales_16_bit_grey(tmp_path):
+    Image.fromarray(np.full((20, 20), 65535 // 2, np.uint16)).save(tmp_path / "g16.png")
+    out = np.asarray(Image.open(io.BytesIO(reencode(tmp_path / "g16.png", 16, 0))))
+    assert out.shape == (16, 16, 3) and np.all(np.abs(out.astype(int) - 127) <= 1)  # not clipped to 255
+
+
 def test_reencode_centre_crops(tmp_path):
     im = np.zeros((40, 80, 3), np.uint8)
     im[:, 20:60] = 255  # the centre square is white, the sides black

@@ -66,7 +66,11 @@ def reencode(path: Path, size: int, jpeg_quality: int) -> bytes:
     """The quiz rendition of one image: `size` x `size` RGB, uncompressed PNG, no metadata."""
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I", "I;16", "I;16B", "I;16L"):
+                # 16-bit grey: Pillow's own conversion clips at 255 instead of scaling.
+                im = Image.fromarray(np.rint(np.asarray(im, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
+            im = im.convert("RGB")
             w, h = im.size
             side = min(w, h)
             box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
