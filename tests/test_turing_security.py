@@ -134,6 +134,7 @@ def test_unknown_ids_and_other_raters_images_are_4xx_and_change_nothing(served):
         (b"{not json", 400),
         (b"\xff\xfe", 400),
         (b"", 400),
+        (b"[" * 4000, 400),  # nesting deep enough to exhaust the JSON parser's recursion
     ]
     for payload, status in cases:
         assert client.answer(ada, payload)[0] == status, payload
@@ -153,7 +154,8 @@ def test_oversized_bodies_wrong_types_and_forged_requests_are_rejected(served):
     json_type = {"Content-Type": "application/json"}
     assert client.request("POST", f"/api/r/{ada}/answer", good + b" " * 5000, json_type)[0] == 413
     assert client.request("POST", f"/api/r/{ada}/answer", good, {**json_type, "Content-Length": "99999999999"})[0] == 413
-    assert client.request("POST", f"/api/r/{ada}/answer", good, {**json_type, "Content-Length": "-1"})[0] == 400
+    for length in ("-1", "\u00b2", "1e3", " 5", ""):
+        assert client.request("POST", f"/api/r/{ada}/answer", good, {**json_type, "Content-Length": length})[0] == 400
     assert client.request("POST", f"/api/r/{ada}/answer", None, json_type)[0] == 411
     assert client.request("POST", f"/api/r/{ada}/answer", good, {"Content-Type": "text/plain"})[0] == 415
     assert client.request("POST", f"/api/r/{ada}/answer", good, {**json_type, "Origin": "http://evil.example"})[0] == 403

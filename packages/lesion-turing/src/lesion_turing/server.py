@@ -125,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
         if length is None:
             self.close_connection = True
             raise Rejected(411, "Content-Length required")
-        if not length.isdigit():
+        if not re.fullmatch(r"[0-9]{1,12}", length):  # str.isdigit would pass "²", which int() refuses
             self.close_connection = True
             raise Rejected(400, "bad Content-Length")
         if int(length) > MAX_BODY:
@@ -229,7 +229,7 @@ class Handler(BaseHTTPRequestHandler):
         self._require_type("application/json")
         try:
             data = json.loads(self._body())
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting fits in 4 KiB
             raise Rejected(400, "malformed JSON") from None
         if not isinstance(data, dict) or not {"item", "answer", "confidence"} <= data.keys() <= {
             "item", "answer", "confidence", "diagnosis"
