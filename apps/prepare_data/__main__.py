@@ -12,10 +12,9 @@ import pathlib
 import sys
 
 import click
-import numpy as np
 from PIL import Image
 
-from lesion_data.preview import contact_sheet
+from lesion_data.preview import preview_sheet
 from lesion_data.readers import SourceError
 from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_phantom_store, prepare_store
 
@@ -56,11 +55,9 @@ def main(source, out, resolution, margin, skip_bad, workers, layout, no_draft, n
     for problem in m.get("skipped", []):
         click.echo(f"skipped: {problem}", err=True)
     preview = path / "preview.png"
-    top = store.resolution
-    k = min(len(store), 64)
-    Image.fromarray(contact_sheet(store.images(top)[:k], None if not store.has_masks else store.masks(top)[:k])).save(preview)
+    Image.fromarray(preview_sheet(store)).save(preview)
     counts = ", ".join(f"{name} {c}" for name, c in m["counts"].items() if c)
-    click.echo(f"{path}: {len(store)} images at {store.resolutions[0]}..{top} px ({counts}); "
+    click.echo(f"{path}: {len(store)} images at {store.resolutions[0]}..{store.resolution} px ({counts}); "
                f"{len(m.get('skipped', []))} skipped; preview {preview}")
 
 

@@ -90,13 +90,13 @@ class StoreBatches:
         idx = np.sort(self._next_indices())
         # Flips and the NHWC -> NCHW copy run on uint8 (a quarter of the float traffic); the
         # conversion to float [-1, 1] is the last step.
-        images = self._to_device(self._images[idx]).permute(0, 3, 1, 2)
+        images = self._to_device(self._images[idx]).permute(0, 3, 1, 2).contiguous()
         masks = self._to_device(self._masks[idx]).unsqueeze(1) if self._masks is not None else None
         if self.augment:
             codes = dihedral_codes(len(idx), self._aug, self.device)
             images = apply_dihedral(images, codes)
             masks = apply_dihedral(masks, codes) if masks is not None else None
-        batch = {"images": images.contiguous().float().div_(127.5).sub_(1), "labels": self._to_device(self._labels[idx])}
+        batch = {"images": images.float().div_(127.5).sub_(1), "labels": self._to_device(self._labels[idx])}
         if masks is not None:
             batch["masks"] = masks.float()
         return batch

@@ -43,4 +43,21 @@ def contact_sheet(
     return sheet
 
 
-__all__ = ["contact_sheet", "outline"]
+def preview_sheet(store, columns: int = 8, max_size: int = 128) -> np.ndarray:
+    """Contact sheet of a PreparedStore: one row per class (or the first rows when unlabelled),
+    mask outlines drawn, at the largest level <= ``max_size``."""
+    res = max([r for r in store.resolutions if r <= max_size] or store.resolutions[:1])
+    labels = np.asarray(store.labels)
+    if (labels >= 0).any():
+        # The first `columns` rows of every class, gathered without reading the whole level.
+        keep = np.concatenate([np.flatnonzero(labels == k)[:columns] for k in range(len(store.class_names))])
+        keep.sort()
+        sub_labels = labels[keep]
+    else:
+        keep, sub_labels = np.arange(min(len(store), 4 * columns)), None
+    masks = store.masks(res)
+    return contact_sheet(store.images(res)[keep], None if masks is None else masks[keep], sub_labels, columns,
+                         num_classes=len(store.class_names) or None)
+
+
+__all__ = ["contact_sheet", "preview_sheet", "outline"]
