@@ -61,7 +61,7 @@ def test_quiz_in_chromium_with_restart_and_report(tmp_path):
     for folder, seed, suffix in ((real, 1, ".jpg"), (fake, 2, ".png")):
         images, _, _ = generate_phantoms(N // 2, 64, seed)
         for i, im in enumerate(images):
-            Image.fromarray(im).save(folder / f"lesion{i}{suffix}")
+            Image.fromarray(im).save(folder / f"{folder.name.upper()}FILE_{i}{suffix}")
     db = tmp_path / "study.sqlite"
     log = open(tmp_path / "server.log", "w")
     proc, base = start_server(db, log, "--real", str(real), "--synthetic", str(fake), "--n", str(N),
@@ -73,6 +73,8 @@ def test_quiz_in_chromium_with_restart_and_report(tmp_path):
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 800, "height": 860})
+            seen = []  # (url, headers) of every response the browser received
+            page.on("response", lambda response: seen.append((response.url, response.headers)))
             page.goto(base + "/")
             page.fill("#name", "Dr Test")
             page.click("#begin")
@@ -142,6 +144,13 @@ def test_quiz_in_chromium_with_restart_and_report(tmp_path):
         proc.kill()
         proc.wait()
         log.close()
+
+    # What the browser saw: no file or folder name, one byte length for every image.
+    for url, headers in seen:
+        text = (url + json.dumps(headers)).lower()
+        assert "realfile" not in text and "fakefile" not in text and str(tmp_path).lower() not in text, url
+    lengths = {h["content-length"] for u, h in seen if h.get("content-type") == "image/png"}
+    assert len([u for u, h in seen if h.get("content-type") == "image/png"]) >= N and len(lengths) == 1
 
     # Nothing lost, nothing doubled: the database holds exactly the answers the browser gave.
     con = sqlite3.connect(db)
