@@ -1,0 +1,136 @@
+"""Sampling from any trained generator that follows the protocol ``G(z, labels=None) -> images in
+[-1, 1]`` with attributes ``z_dim`` and ``num_classes`` (PGGAN, and the baselines that reuse the
+GAN driver). Image ``i`` of seed ``s`` depends only on (s, i), so any subset can be regenerated."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from lesion_models import load_pretrained
+from PIL import Image
+from tqdm import tqdm
+
+from lesion_train import runs
+
+
+def find_generator(path: str | os.PathLike) -> Path:
+    """A model directory as given; a snapshot's ``G_ema``; a run's newest snapshot's ``G_ema``."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "G_ema" / "config.json").is_file():
+        return path / "G_ema"
+    if path.is_dir():
+        snapshot = runs.latest_snapshot(path)
+        if snapshot is not None and (snapshot / "G_ema" / "config.json").is_file():
+            return snapshot / "G_ema"
+    raise runs.ResumeError(f"{path}: not a model directory, snapshot or run with snapshots")
+
+
+def class_names_for(model_dir: Path, num_classes: int) -> list[str]:
+    """Class names recorded by the run that trained the model, else the ISIC-2017 names."""
+    for parent in model_dir.parents:
+        options = parent / runs.OPTIONS_NAME
+        if options.is_file():
+            names = json.loads(options.read_text()).get("resolved", {}).get("class_names")
+            if names and len(names) >= num_classes:
+                return list(names)
+            break
+    from lesion_data import CLASS_NAMES
+
+    return list(CLASS_NAMES)
+
+
+def resolve_class(spec: str | None, names: list[str], num_classes: int) -> int | None:
+    if spec is None:
+        return None
+    if not num_classes:
+        raise ValueError("this generator is unconditional; --class needs a conditional model")
+    if spec.isdigit() and int(spec) < num_classes:
+        return int(spec)
+    if spec in names[:num_classes]:
+        return names.index(spec)
+    raise ValueError(f"unknown class {spec!r}; this model has {names[:num_classes]}")
+
+
+def latents(seed: int, indices, z_dim: int) -> torch.Tensor:
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i))) for i in indices])
+
+
+def labels_for(indices, num_classes: int, fixed: int | None) -> torch.Tensor | None:
+    """A fixed class, or classes cycling with the index (balanced) when conditional."""
+    if not num_classes:
+        return None
+    indices = torch.as_tensor(list(indices))
+    return torch.full_like(indices, fixed) if fixed is not None else indices % num_classes
+
+
+def _save_png(image: torch.Tensor, path: Path) -> None:
+    array = runs.to_uint8(image[None])[0].permute(1, 2, 0).numpy()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def sample_to_folder(G, out: Path, n: int, seed: int = 0, class_index: int | None = None,
+                     device: torch.device | str = "cpu", batch: int = 64) -> Path:
+    """Write ``n`` PNGs ``<seed>_<i>.png`` and ``grid.png`` (the first 64); returns the grid path."""
+    out.mkdir(parents=True, exist_ok=True)
+    G = G.to(device).eval()
+    first: list[torch.Tensor] = []
+    for start in tqdm(range(0, n, batch), unit="batch", desc="sampling"):
+        idx = range(start, min(n, start + batch))
+        labels = labels_for(idx, G.num_classes, class_index)
+        images = G(latents(seed, idx, G.z_dim).to(device), None if labels is None else labels.to(device)).cpu()
+        for i, image in zip(idx, images, strict=True):
+            _save_png(image, out / f"seed{seed:04d}_{i:06d}.png")
+        if len(first) < 64:
+            first.extend(images[: 64 - len(first)])
+    return runs.save_image_grid(torch.stack(first), out / "grid.png")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (rows of a and b, weights t), the usual walk for Gaussian latents."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@torch.no_grad()
+def interpolation_strip(G, out: Path, seed: int = 0, rows: int = 4, steps: int = 10, class_index: int | None = None,
+                        device: torch.device | str = "cpu") -> Path:
+    """``rows`` latent walks of ``steps`` frames each (slerp between images 2r and 2r+1 of the seed)."""
+    G = G.to(device).eval()
+    ends = latents(seed, range(2 * rows), G.z_dim)
+    t = torch.linspace(0, 1, steps)[:, None]
+    z = torch.cat([slerp(ends[2 * r][None].expand(steps, -1), ends[2 * r + 1][None].expand(steps, -1), t) for r in range(rows)])
+    labels = None
+    if G.num_classes:
+        per_row = labels_for(range(rows), G.num_classes, class_index)
+        labels = per_row.repeat_interleave(steps).to(device)
+    images = G(z.to(device), labels).cpu()
+    return runs.save_image_grid(images, out / "interpolation.png", ncol=steps)
+
+
+def sample_run(path: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, class_spec: str | None = None,
+               interpolate: bool = False, device: str = "auto") -> dict[str, Path]:
+    """Entry point of ``apps/pggan_sample``."""
+    from lesion_train.distributed import choose_device
+
+    model_dir = find_generator(path)
+    G = load_pretrained(model_dir)
+    if not hasattr(G, "z_dim") or not hasattr(G, "num_classes"):
+        raise ValueError(f"{model_dir}: {type(G).__name__} is not a generator (no z_dim/num_classes)")
+    class_index = resolve_class(class_spec, class_names_for(model_dir, G.num_classes), G.num_classes)
+    dev = choose_device(device)
+    out = Path(out)
+    written = {"model": model_dir, "grid": sample_to_folder(G, out, n, seed, class_index, dev)}
+    if interpolate:
+        written["interpolation"] = interpolation_strip(G, out, seed, class_index=class_index, device=dev)
+    return written

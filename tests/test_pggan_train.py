@@ -1,0 +1,138 @@
+"""End-to-end PGGAN training through lesion_train.pggan (in process): tiny runs at 8 px on phantoms."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lesion_models import load_pretrained
+from lesion_train import pggan, runs
+from lesion_train.pggan import PGGANSchedule, blend_reals
+
+
+def tiny_config(tmp_path, **overrides):
+    base = {
+        "resolution": 8, "phantom_count": 64, "fmap_base": 32, "fmap_max": 8, "z_dim": 8,
+        "schedule.stabilize_kimg": 0.064, "schedule.transition_kimg": 0.064, "schedule.minibatch": {},
+        "schedule.minibatch_base": 8, "schedule.tick_kimg_base": 0.064, "loop.total_kimg": 0.256,
+        "loop.minibatch_repeats": 2, "loop.snapshot_ticks": 1, "loop.grid_size": 8,
+        "loop.run_root": str(tmp_path / "runs"), "loop.cpu_threads": 1,
+    }
+    return pggan.preset("cpu", **{**base, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def phantom_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_official_v2_1gpu_schedule():
+    s = PGGANSchedule()
+    p = s.phase(0, 256)
+    assert (p.resolution, p.batch_size, p.alpha, p.lr_g, p.tick_kimg) == (4, 128, 1.0, 0.001, 160)
+    p = s.phase(900_000, 256)  # halfway through the first fade: 8 px, alpha 0.5
+    assert (p.resolution, p.alpha, p.batch_size) == (8, 0.5, 128)
+    assert s.phase(1_200_000, 256).key != p.key != s.phase(599_000, 256).key  # optimizer resets
+    assert s.phase(2_100_000, 256).resolution == 16 and s.phase(2_100_000, 256).alpha == pytest.approx(0.5)
+    late = s.phase(11_000_000, 256)
+    assert (late.resolution, late.alpha, late.batch_size, late.tick_kimg) == (256, 1.0, 8, 40)
+    assert s.phase(7_500_000, 1024).lr_g == 0.001 and s.phase(20_000_000, 1024).lr_g == 0.0015
+    assert s.phase(20_000_000, 1024).batch_size == 4
+    assert s.phase(11_000_000, 256, world_size=3).batch_size == 6  # divisible by the GPUs, as officially
+
+
+def test_blend_reals_fades_between_resolutions():
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(blend_reals(x, 1.0), x)
+    low = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, 2), scale_factor=2)
+    torch.testing.assert_close(blend_reals(x, 0.0), low)
+    torch.testing.assert_close(blend_reals(x, 0.25), 0.75 * low + 0.25 * x)
+
+
+def test_tiny_run_then_resume_continues(tmp_path):
+    result = pggan.train_pggan(tiny_config(tmp_path))
+    run = result.run_dir
+    log = runs.JsonlLog(run / runs.LOG_NAME).read()
+    assert log and all(math.isfinite(r[k]) for r in log for k in ("D_loss", "G_loss", "D_gp"))
+    assert {r["resolution"] for r in log} == {4, 8} and any(0 < r["alpha"] < 1 for r in log)
+    assert {"kimg", "alpha", "sec_per_kimg", "img_per_sec", "peak_mem_mb"} <= set(log[0])
+    assert result.final_grid.is_file() and (run / "grids" / "reals.png").is_file()
+    options = json.loads((run / runs.OPTIONS_NAME).read_text())
+    assert options["schedule"]["stabilize_kimg"] == 0.064 and options["resolved"]["world_size"] == 1
+    snapshot = runs.latest_snapshot(run)
+    assert snapshot == result.final_snapshot
+    G = load_pretrained(snapshot / "G_ema")
+    assert (G.resolution, G.alpha, G.num_classes) == (8, 1.0, 0)
+    state = runs.load_training_state(snapshot)
+    assert state["nimg"] >= 256
+
+    resumed = pggan.train_pggan(pggan.apply_overrides(pggan.load_run_config(run), {"loop.resume": str(run),
+                                                                                    "loop.total_kimg": 0.384}))
+    assert resumed.run_dir == run
+    log2 = runs.JsonlLog(run / runs.LOG_NAME).read()
+    assert len(log2) > len(log)
+    assert log2[len(log)]["step"] > log[-1]["step"] and log2[len(log)]["kimg"] > log[-1]["kimg"]
+    assert runs.load_training_state(runs.latest_snapshot(run))["nimg"] >= 384
+
+
+def test_resume_mid_fade_restores_stage_and_optimizer(tmp_path):
+    # Stop in the middle of the 4 -> 8 fade, then resume: the stage and Adam state come back.
+    config = tiny_config(tmp_path, **{"loop.total_kimg": 0.096, "schedule.tick_kimg_base": 0.032})
+    run = pggan.train_pggan(config).run_dir
+    snapshot = runs.latest_snapshot(run)
+    G = load_pretrained(snapshot / "G")
+    assert G.resolution == 8 and 0 < G.alpha < 1
+    state = runs.load_training_state(snapshot)
+    assert state["recipe"]["opt_g"]["state"]  # Adam moments were saved
+    from lesion_train.distributed import DistEnv
+
+    recipe = pggan.PGGANRecipe(config, 0, DistEnv())
+    recipe.load_state_dict(state["recipe"])
+    recipe.enter_phase(recipe.phase(state["nimg"]))
+    assert recipe.opt_g.state_dict()["state"], "resuming mid-phase must not reset Adam"
+
+
+def test_conditional_run_and_logistic_loss(tmp_path):
+    config = tiny_config(tmp_path, conditional=True, loss="logistic", **{"loop.total_kimg": 0.064})
+    result = pggan.train_pggan(config)
+    log = runs.JsonlLog(result.run_dir / runs.LOG_NAME).read()
+    assert "D_aux_real" in log[-1] and "G_aux" in log[-1] and "D_r1" in log[-1]
+    G = load_pretrained(result.final_snapshot / "G_ema")
+    assert G.num_classes == 3
+
+
+def test_divergence_stops_naming_the_step_and_keeps_the_snapshot(tmp_path):
+    run = pggan.train_pggan(tiny_config(tmp_path, **{"loop.total_kimg": 0.064})).run_dir
+    before = runs.latest_snapshot(run)
+    weights = (before / "G" / "model.safetensors").read_bytes()
+    config = pggan.apply_overrides(pggan.load_run_config(run),
+                                   {"loop.resume": str(run), "loop.total_kimg": 5.0, "schedule.lr_base": 1e30})
+    with pytest.raises(runs.NonFiniteLossError, match=r"step \d+"):
+        pggan.train_pggan(config)
+    assert runs.latest_snapshot(run) == before
+    assert (before / "G" / "model.safetensors").read_bytes() == weights
+    load_pretrained(before / "G")
+
+
+def test_bad_data_path_is_a_clear_error(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(runs.ResumeError.__mro__[1]):  # StoreError and ResumeError are RuntimeErrors
+        pggan.train_pggan(tiny_config(tmp_path, data=str(tmp_path / "file.txt")))
+
+
+@pytest.mark.slow
+def test_gpu_preset_full_width_networks_run_one_step_at_64px():
+    from lesion_train.distributed import DistEnv
+
+    config = pggan.preset("gpu", resolution=64, **{"loop.cpu_threads": 0})
+    recipe = pggan.PGGANRecipe(config, 3, DistEnv())
+    assert recipe.G.config.nf(1) == 512 and recipe.G.z_dim == 512
+    phase = recipe.phase(11_000_000)
+    assert (phase.resolution, phase.batch_size) == (64, 32)
+    recipe.enter_phase(phase)
+    batch = {"images": torch.rand(4, 3, 64, 64) * 2 - 1, "labels": torch.tensor([0, 1, 2, 0])}
+    before = recipe.G.to_rgb[-1].weight.detach().clone()
+    terms = recipe.train_step(batch, phase)
+    assert all(math.isfinite(float(v)) for v in terms.values())
+    assert not torch.equal(before, recipe.G.to_rgb[-1].weight)
