@@ -35,6 +35,10 @@ ASSETS = {
     for f in resources.files("lesion_turing").joinpath("assets").iterdir()
     if f.name[f.name.rfind("."):] in _ASSET_TYPES
 }
+# With --no-signup the start page keeps its text but loses the name form.
+ASSETS["closed.html"] = (ASSETS["start.html"][0], re.sub(
+    rb"<!-- signup.*<!-- /signup -->", b"<p><b>Please open the personal link you received from the organiser.</b></p>",
+    ASSETS["start.html"][1], flags=re.S))
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
