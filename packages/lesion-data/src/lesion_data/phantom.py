@@ -20,10 +20,11 @@ import numpy as np
 
 
 # Bump when the rendering changes: it is part of the cache key of phantom stores.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 PRIORS = (1372 / 2000, 374 / 2000, 254 / 2000)
 _MAX_HAIRS = 8
 _DOTS = 14
+_ANGLES = 720
 _HAIR_POINTS = 12
 
 # Per-class parameter ranges; radii in units of the image half-width.
@@ -182,8 +183,7 @@ def _dots(params: list[dict], colour: np.ndarray, xs: np.ndarray, ys: np.ndarray
     xy, size, kind = _col(params, "dots_xy"), _col(params, "dots_size"), _col(params, "dots_kind")
     amount, bright_share = _col(params, "dots"), _col(params, "bright_share")
     x, y = xs[0][None], ys[:, 0][None]  # (1, S) pixel-centre coordinates
-    bright = np.zeros(colour.shape[:3], np.float32)
-    dark = np.zeros(colour.shape[:3], np.float32)
+    ink = np.zeros(colour.shape[:3], np.float32)  # > 0 bright cysts, < 0 dark globules
     for j in range(xy.shape[1]):
         r = np.sqrt(xy[:, j, 0]) * radius * 0.85
         cx = centre[:, 0] + r * np.cos(2 * np.pi * xy[:, j, 1])
@@ -193,9 +193,9 @@ def _dots(params: list[dict], colour: np.ndarray, xs: np.ndarray, ys: np.ndarray
         amp = (amount * np.minimum(1.0, (rad / sigma[:, 0]) ** 2))[:, None, None]  # sub-pixel dots keep their ink
         # A Gaussian disc is separable: one outer product per dot.
         blob = np.exp(-(((y - cy[:, None]) / sigma) ** 2))[:, :, None] * np.exp(-(((x - cx[:, None]) / sigma) ** 2))[:, None, :]
-        is_bright = (kind[:, j] < bright_share)[:, None, None]
-        np.maximum(bright, blob * (amp * is_bright), out=bright)
-        np.maximum(dark, blob * (amp * ~is_bright), out=dark)
+        sign = np.where(kind[:, j] < bright_share, 1.0, -1.0).astype(np.float32)[:, None, None]
+        ink += blob * (amp * sign)
+    bright, dark = np.clip(ink, 0, 1), np.clip(-ink, 0, 1)
     colour = colour * (1 - 0.65 * dark)[..., None]
     return colour + bright[..., None] * (np.array([0.93, 0.89, 0.80], np.float32) - colour)
 
@@ -224,14 +224,13 @@ def _render(params: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
     elong = np.sqrt(v(_col(params, "elong")))
     u, w = u / elong, w * elong
     rho = np.sqrt(u * u + w * w) + 1e-6
-    # cos(k phi + phase) through the angle-addition recurrence: no arctan2 and no cos per harmonic.
-    c1, s1 = u / rho, w / rho
-    ck, sk = c1, s1
-    outline = np.ones_like(rho)
+    # The outline depends on the angle only: tabulate it at _ANGLES angles per image, look it up.
     amps, phases = _col(params, "harm_amp"), _col(params, "harm_phase")
-    for k in range(10):
-        outline += v(amps[:, k]) * (ck * v(np.cos(phases[:, k])) - sk * v(np.sin(phases[:, k])))
-        ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+    theta = np.arange(_ANGLES, dtype=np.float32) * np.float32(2 * np.pi / _ANGLES)
+    k = np.arange(1, 11, dtype=np.float32)
+    table = 1 + (amps[:, :, None] * np.cos(k[None, :, None] * theta + phases[:, :, None])).sum(1)  # (N, A)
+    slot = (np.arctan2(w, u) * np.float32(_ANGLES / (2 * np.pi))).astype(np.int64) % _ANGLES
+    outline = np.take_along_axis(table, slot.reshape(n, -1), 1).reshape(rho.shape)
     radius = v(_col(params, "radius"))
     border_noise = _fractal(params, "border_grid", size) - 0.5
     d = rho / (radius * np.maximum(outline, 0.3)) - 1 + 2 * border_noise * v(_col(params, "border"))
