@@ -253,6 +253,10 @@ class Handler(BaseHTTPRequestHandler):
         ctype, body = ASSETS[name]
         self._send(200, body, ctype)
 
+    def no_icon(self) -> None:
+        # Browsers ask for it on every page; "no content" keeps their consoles and our logs clean.
+        self._send(204, b"", "image/x-icon")
+
     def admin_redirect(self, token: str) -> None:
         self._admin(token)
         self._redirect(f"/admin/{token}/")
@@ -281,6 +285,7 @@ ROUTES = [
         ("GET", rf"/api/r/({_TOKEN})/image/({_TOKEN})", Handler.image),
         ("POST", rf"/api/r/({_TOKEN})/answer", Handler.answer),
         ("GET", r"/static/([a-z]+\.[a-z]+)", Handler.static),
+        ("GET", r"/favicon\.ico", Handler.no_icon),
         ("GET", rf"/admin/({_TOKEN})", Handler.admin_redirect),
         ("GET", rf"/admin/({_TOKEN})/", Handler.admin_page),
         ("GET", rf"/admin/({_TOKEN})/report\.json", Handler.admin_json),
