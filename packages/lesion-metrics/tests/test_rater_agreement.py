@@ -63,6 +63,22 @@ def test_fleiss_kappa_wikipedia_example():
     assert fleiss_kappa(counts) == pytest.approx(0.20993, abs=5e-6)
 
 
+def test_fleiss_kappa_fleiss_1971_psychiatric_diagnoses():
+    # Fleiss (1971): 30 patients, 6 psychiatrists each, 5 diagnoses; R irr::kappam.fleiss(diagnoses)
+    # gives 0.4302445 (the data ship with R's irr package as `diagnoses`).
+    ratings = np.array([
+        [4, 4, 4, 4, 4, 4], [2, 2, 2, 5, 5, 5], [2, 3, 3, 3, 3, 5], [5, 5, 5, 5, 5, 5], [2, 2, 2, 4, 4, 4],
+        [1, 1, 3, 3, 3, 3], [3, 3, 3, 3, 5, 5], [1, 1, 3, 3, 3, 4], [1, 1, 4, 4, 4, 4], [5, 5, 5, 5, 5, 5],
+        [1, 4, 4, 4, 4, 4], [1, 2, 4, 4, 4, 4], [2, 2, 2, 3, 3, 3], [1, 4, 4, 4, 4, 4], [2, 2, 4, 4, 4, 5],
+        [3, 3, 3, 3, 3, 5], [1, 1, 1, 4, 5, 5], [1, 1, 1, 1, 1, 2], [2, 2, 4, 4, 4, 4], [1, 3, 3, 5, 5, 5],
+        [5, 5, 5, 5, 5, 5], [2, 4, 4, 4, 4, 4], [2, 2, 4, 5, 5, 5], [1, 1, 4, 4, 4, 4], [1, 4, 4, 4, 4, 5],
+        [2, 2, 2, 2, 2, 4], [1, 1, 1, 1, 5, 5], [2, 2, 4, 4, 4, 4], [1, 3, 3, 3, 3, 3], [5, 5, 5, 5, 5, 5],
+    ])
+    counts = np.stack([(ratings == c).sum(axis=1) for c in range(1, 6)], axis=1)
+    assert counts.sum(axis=0).tolist() == [26, 26, 30, 55, 43]
+    assert fleiss_kappa(counts) == pytest.approx(0.4302445, abs=5e-8)
+
+
 def test_fleiss_kappa_edges_and_variable_raters():
     assert fleiss_kappa([[3, 0], [0, 3], [3, 0]]) == pytest.approx(1.0)
     # Two raters always disagreeing on a balanced binary task: P_bar = 0, P_e = 0.5 -> -1.
