@@ -1,0 +1,619 @@
+"""Mask-to-image training: lesion label map (+ boundary) -> dermoscopy image.
+
+One trainer for four architectures (``--arch``), each with its published defaults:
+
+=========  ==========================  ======  =========================  ===============  =========
+arch       generator                   GAN     extra G losses             lr G / D         betas
+=========  ==========================  ======  =========================  ===============  =========
+ours       pix2pixHD + fusion + feats  lsgan   FM 10 (4/(n+1), 1/num_D)   2e-4 / 2e-4      0.5 0.999
+pix2pixhd  pix2pixHD global            lsgan   FM 10 (4/(n+1), 1/num_D)   2e-4 / 2e-4      0.5 0.999
+pix2pix    U-Net (dropout)             BCE     L1 100                     2e-4 / 2e-4      0.5 0.999
+spade      SPADE ResNet, spectral D    hinge   FM 10 (1, 1/num_D)         1e-4 / 4e-4      0   0.9
+=========  ==========================  ======  =========================  ===============  =========
+
+Every arch adds the VGG19 perceptual loss (lambda 10) only when ``vgg_weights`` names a local file.
+The learning rate is constant for the first ``decay_start`` (0.5) of training and decays linearly
+to zero over the rest (pix2pixHD's niter/niter_decay; counted in images instead of epochs).
+Order of a step as pix2pixHD: D(real) once, G step (GAN + FM against the detached real features),
+then D step on the detached fake. pix2pixHD/pix2pix halve the D loss, SPADE does not.
+
+Runs follow DESIGN.md (options JSON, JSONL log, grids of label map | real | synthesized, atomic
+snapshots ``G/`` and ``D/`` + ``training_state.pt``, ``--resume``) and run under torchrun with one
+gradient all-reduce per network and step (as ``gan_loop`` does for PGGAN).
+
+Deviations: pix2pixHD's batch size is 1 (we default to 8 for throughput; instance norm makes the
+result per-image anyway); "ours" enables the instance feature encoder (feat_num 3) so that
+``--variations`` works; the CPU demo profile (no ``--data``) narrows the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from lesion_data.labelmap import boundary_map, label_map, one_hot_label_map
+from lesion_data.loader import StoreBatches
+from lesion_metrics.losses import translation as losses
+from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
+from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
+from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
+from tqdm import tqdm
+
+from lesion_train import runs
+from lesion_train.distributed import (
+    DistEnv,
+    autocast,
+    barrier,
+    broadcast_object,
+    grad_scaler,
+    init_distributed,
+    mean_across_ranks,
+    peak_memory_mb,
+    shutdown_distributed,
+)
+from lesion_train.gan_loop import average_gradients, broadcast_parameters
+from lesion_train.pggan import resolve_store
+
+ARCHS = ("ours", "pix2pixhd", "pix2pix", "spade")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchDefaults:
+    gan_mode: str
+    lambda_feat: float
+    layer_weight: float | None  # None: pix2pixHD's 4 / (n_layers + 1)
+    scales: str  # how per-scale GAN losses combine
+    lambda_l1: float
+    lr_g: float
+    lr_d: float
+    betas: tuple[float, float]
+    d_loss_scale: float
+
+
+ARCH_DEFAULTS = {
+    "ours": ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
+    "pix2pixhd": ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
+    "pix2pix": ArchDefaults("vanilla", 0.0, None, "sum", 100.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
+    "spade": ArchDefaults("hinge", 10.0, 1.0, "mean", 0.0, 1e-4, 4e-4, (0.0, 0.9), 1.0),
+}
+
+
+@dataclasses.dataclass
+class Mask2ImageConfig:
+    arch: str = "ours"
+    data: str | None = None  # prepared store or raw dataset folder; None = built-in phantoms
+    phantom_count: int = 2000
+    resolution: int = 256
+    batch_size: int = 8  # global, over all ranks
+    total_kimg: float = 200.0
+    decay_start: float = 0.5  # fraction of training after which the lr decays linearly to 0
+    augment: bool = True  # dihedral flips/rotations of image and mask together
+    # Networks (faithful defaults; None = per-arch default).
+    ngf: int = 64
+    ndf: int = 64
+    n_blocks: int = 9
+    n_layers_d: int = 3
+    num_d: int | None = None  # 2, or 3 at 1024 px
+    feat_num: int | None = None  # ours: 3, others: 0
+    n_local_enhancers: int = 0
+    init_global: str | None = None  # a trained global Pix2PixHDGenerator dir for the local enhancer
+    fix_global_kimg: float = 0.0  # train only the local enhancer this long first (pix2pixHD niter_fix_global)
+    # Losses / optimisation (None = per-arch default from ARCH_DEFAULTS).
+    gan_mode: str | None = None
+    lambda_feat: float | None = None
+    lambda_l1: float | None = None
+    vgg_weights: str | None = None
+    lambda_vgg: float = 10.0
+    lr_g: float | None = None
+    lr_d: float | None = None
+    # Run.
+    tick_kimg: float = 4.0
+    snapshot_ticks: int = 5
+    grid_size: int = 8  # label maps shown in each grid (each as label | real | fake)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "off"
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    run_root: str = "runs"
+    name: str | None = None
+    resume: str | None = None
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
+        if self.resolution < 32 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution {self.resolution} must be a power of two >= 32")
+        if self.n_local_enhancers and self.arch not in ("ours", "pix2pixhd"):
+            raise ValueError("the local enhancer exists for --arch ours|pix2pixhd only")
+
+    def resolved(self, name: str):
+        """Option ``name``, or the arch's published default when unset."""
+        value = getattr(self, name, None)
+        return getattr(ARCH_DEFAULTS[self.arch], name) if value is None else value
+
+
+def demo_overrides() -> dict:
+    """The no-argument CPU demo: 64 px phantoms, narrow networks, a few minutes on two cores.
+
+    One CPU thread: these small convolutions gain little from intra-op threads, and on a shared,
+    oversubscribed CPU two spinning threads ran 30x slower than one in our measurement."""
+    return dict(resolution=64, phantom_count=1000, batch_size=4, total_kimg=1.2, ngf=16, ndf=16, n_blocks=3,
+                tick_kimg=0.2, snapshot_ticks=3, threads=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks and inputs.
+
+
+def build_networks(config: Mask2ImageConfig, num_classes: int) -> tuple[torch.nn.Module, MultiscaleDiscriminator]:
+    label_nc = 1 + num_classes
+    res, arch = config.resolution, config.arch
+    if arch in ("ours", "pix2pixhd"):
+        feat_num = config.feat_num if config.feat_num is not None else (3 if arch == "ours" else 0)
+        G = Pix2PixHDGenerator(Pix2PixHDConfig(
+            label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=arch == "ours",
+            n_local_enhancers=config.n_local_enhancers, feat_num=feat_num))
+        d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
+                                       num_D=config.num_d or (3 if res >= 1024 else 2))
+    elif arch == "pix2pix":
+        G = UNetGenerator(UNetGeneratorConfig(label_nc=label_nc, ngf=config.ngf, num_downs=int(math.log2(res))))
+        d_config = patchgan70_config(label_nc + 1 + 3, ndf=config.ndf)
+    else:
+        G = SPADEGenerator(SPADEGeneratorConfig(label_nc=label_nc, nf=config.ngf))
+        d_config = spade_discriminator_config(label_nc + 1 + 3, ndf=config.ndf)
+        d_config.num_D = config.num_d or d_config.num_D
+    return G, MultiscaleDiscriminator(d_config)
+
+
+def label_input(masks: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot label map (skin + classes) and the lesion boundary: (B, 2 + num_classes, H, W)."""
+    lm = label_map(masks, labels)
+    return torch.cat([one_hot_label_map(masks, labels, num_classes), boundary_map(lm)], 1)
+
+
+_PALETTE = torch.tensor([[0.85, 0.75, 0.70], [0.55, 0.35, 0.2], [0.1, 0.1, 0.1], [0.8, 0.65, 0.3],
+                         [0.3, 0.4, 0.8], [0.6, 0.2, 0.6], [0.2, 0.6, 0.3], [0.7, 0.2, 0.2]])
+
+
+def colour_label_input(x: torch.Tensor) -> torch.Tensor:
+    """Label input -> RGB in [-1, 1] for grids: one colour per label, the boundary in white."""
+    onehot, edge = x[:, :-1], x[:, -1:]
+    palette = _PALETTE[: onehot.shape[1]].to(x.device, x.dtype)
+    rgb = torch.einsum("blhw,lc->bchw", onehot, palette)
+    return torch.where(edge > 0, torch.ones_like(rgb), rgb) * 2 - 1
+
+
+def triplet_grid(label_x: torch.Tensor, reals: torch.Tensor | None, fakes: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Interleave (label map | real | fake) per sample, two samples per grid row."""
+    columns = [colour_label_input(label_x)] + ([reals] if reals is not None else []) + [fakes]
+    tiles = torch.stack(columns, 1).flatten(0, 1)
+    return tiles, 2 * len(columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+
+
+def lr_factor(nimg: int, total_nimg: int, decay_start: float) -> float:
+    """1 until ``decay_start`` of training, then linear to 0 at the end (pix2pixHD)."""
+    start = decay_start * total_nimg
+    if nimg <= start or total_nimg <= start:
+        return 1.0
+    return max(0.0, (total_nimg - nimg) / (total_nimg - start))
+
+
+class Mask2ImageTrainer:
+    def __init__(self, config: Mask2ImageConfig, num_classes: int, env: DistEnv):
+        self.config, self.num_classes, self.env = config, num_classes, env
+        self.arch = ARCH_DEFAULTS[config.arch]
+        self.G, self.D = build_networks(config, num_classes)
+        if env.distributed and config.arch == "spade":
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)  # SPADE uses SyncBatchNorm
+        self.G.to(env.device), self.D.to(env.device)
+        if config.init_global:
+            self._load_global(Path(config.init_global))
+        betas = self.arch.betas
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.resolved("lr_g"), betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.resolved("lr_d"), betas=betas)
+        self.scaler_g, self.scaler_d = grad_scaler(env.device, config.amp), grad_scaler(env.device, config.amp)
+        self.gan_mode = config.resolved("gan_mode")
+        self.lambda_feat, self.lambda_l1 = config.resolved("lambda_feat"), config.resolved("lambda_l1")
+        self.vgg = losses.VGGPerceptualLoss(config.vgg_weights).to(env.device) if config.vgg_weights else None
+
+    def _load_global(self, directory: Path) -> None:
+        """pix2pixHD's second stage: start the global part from a trained global generator."""
+        if not isinstance(self.G, Pix2PixHDGenerator) or not self.G.config.n_local_enhancers:
+            raise ValueError("--init-global needs --arch ours|pix2pixhd with --local-enhancers >= 1")
+        trained = Pix2PixHDGenerator.from_pretrained(directory, self.env.device)
+        try:
+            self.G.global_net.load_state_dict(trained.global_net.state_dict())
+            if self.G.config.feat_num:
+                self.G.encoder.load_state_dict(trained.encoder.state_dict())
+        except (RuntimeError, AttributeError) as error:
+            raise runs.ResumeError(f"{directory}: global generator does not fit ({str(error).splitlines()[0]})") from None
+
+    def set_lr(self, factor: float) -> None:
+        for opt, base in ((self.opt_g, self.config.resolved("lr_g")), (self.opt_d, self.config.resolved("lr_d"))):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def _update(self, loss, optimizer, scaler, model) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        average_gradients(model.parameters(), self.env)
+        scaler.step(optimizer)
+        scaler.update()
+
+    def step(self, batch: dict[str, torch.Tensor], train_global: bool = True) -> dict[str, torch.Tensor]:
+        reals = batch["images"]
+        x = label_input(batch["masks"], batch["labels"], self.num_classes)
+        with autocast(self.env.device, self.config.amp):
+            fake = self.G(x, image=reals)
+            pred_real = self.D(torch.cat([x, reals], 1))
+            self.D.requires_grad_(False)
+            pred_fake = self.D(torch.cat([x, fake], 1))
+            self.D.requires_grad_(True)
+            terms = {"G_gan": losses.gan_loss(pred_fake, True, self.gan_mode, for_discriminator=False,
+                                              scales=self.arch.scales)}
+            if self.lambda_feat:
+                terms["G_feat"] = losses.feature_matching_loss(pred_fake, pred_real, self.lambda_feat,
+                                                               self.arch.layer_weight)
+            if self.lambda_l1:
+                terms["G_l1"] = self.lambda_l1 * torch.nn.functional.l1_loss(fake.float(), reals.float())
+            if self.vgg is not None:
+                terms["G_vgg"] = self.config.lambda_vgg * self.vgg(fake, reals)
+        loss_g = sum(terms.values())
+        if not train_global:  # pix2pixHD's niter_fix_global: the global part stays fixed
+            self.G.global_net.requires_grad_(False)
+        self._update(loss_g, self.opt_g, self.scaler_g, self.G)
+        if not train_global:
+            self.G.global_net.requires_grad_(True)
+        with autocast(self.env.device, self.config.amp):
+            pred_fake_d = self.D(torch.cat([x, fake.detach()], 1))
+            d_real = losses.gan_loss(pred_real, True, self.gan_mode, scales=self.arch.scales)
+            d_fake = losses.gan_loss(pred_fake_d, False, self.gan_mode, scales=self.arch.scales)
+        loss_d = self.arch.d_loss_scale * (d_real + d_fake)
+        self._update(loss_d, self.opt_d, self.scaler_d, self.D)
+        terms.update(D_real=d_real, D_fake=d_fake)
+        return {k: v.detach().float() for k, v in terms.items()}
+
+    def state_dict(self) -> dict:
+        return {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+
+
+def _load_into(model: torch.nn.Module, directory: Path, device) -> None:
+    from lesion_models import load_pretrained
+
+    saved = load_pretrained(directory, device)
+    try:
+        model.load_state_dict(saved.state_dict())
+    except RuntimeError as error:
+        raise runs.ResumeError(f"{directory}: does not fit the configured network ({str(error).splitlines()[0]})") from None
+
+
+@dataclasses.dataclass
+class Mask2ImageResult:
+    run_dir: Path
+    final_grid: Path | None
+    final_snapshot: Path | None
+    kimg: float
+
+
+def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch.Tensor]:
+    """The first ``grid_size`` images of the store (unaugmented): the same in every tick and resume."""
+    n = min(config.grid_size, len(store))
+    res = config.resolution
+    images = torch.from_numpy(store.images(res)[:n].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    masks = torch.from_numpy(store.masks(res)[:n].copy()).unsqueeze(1).float()
+    labels = torch.from_numpy(store.labels[:n].copy())
+    return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}
+
+
+@torch.no_grad()
+def render_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
+    was_training = G.training
+    G.eval()
+    x = label_input(batch["masks"], batch["labels"], num_classes)
+    fakes = G(x, generator=torch.Generator().manual_seed(seed))
+    G.train(was_training)
+    tiles, ncol = triplet_grid(x, batch["images"], fakes)
+    return runs.save_image_grid(tiles, path, ncol=ncol)
+
+
+def train_mask2image(config: Mask2ImageConfig) -> Mask2ImageResult:
+    """Build everything from ``config`` and train (single process or under torchrun)."""
+    env = init_distributed(config.device)
+    try:
+        if config.threads and env.device.type == "cpu":
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed * 1000 + env.rank)
+        store = resolve_store(config, env)
+        if not store.has_masks:
+            raise ValueError(f"{store.path}: has no masks; mask-to-image training needs segmentation masks")
+        if (store.labels < 0).any():
+            raise ValueError(f"{store.path}: {(store.labels < 0).sum()} images have no diagnosis; "
+                             "label maps need one for every image")
+        num_classes = len(store.class_names)
+        trainer = Mask2ImageTrainer(config, num_classes, env)
+        models = {"G": trainer.G, "D": trainer.D}
+        nimg = step = tick = 0
+        batches = StoreBatches(store, config.resolution, config.batch_size // env.world_size, seed=config.seed,
+                               rank=env.rank, world_size=env.world_size, augment=config.augment,
+                               with_masks=True, device=env.device)
+        if config.batch_size % env.world_size:
+            raise ValueError(f"batch size {config.batch_size} does not divide over {env.world_size} ranks")
+        if config.resume:
+            run_dir, snapshot = runs.resolve_resume(config.resume) if env.is_main else (None, None)
+            run_dir, snapshot = broadcast_object((run_dir, snapshot))
+            state = runs.load_training_state(snapshot, env.device)
+            for name, model in models.items():
+                _load_into(model, snapshot / name, env.device)
+            trainer.load_state_dict(state["trainer"])
+            nimg, step, tick = int(state["nimg"]), int(state["step"]), int(state["tick"])
+            if state.get("world_size") == env.world_size:
+                batches.load_state_dict(state["batches"])
+                if env.is_main:
+                    runs.restore_rng_state(state["rng"])
+        else:
+            run_dir = runs.create_run_dir(config.run_root, config.name or f"mask2image-{config.arch}") if env.is_main else None
+            run_dir = broadcast_object(run_dir)
+        for model in models.values():
+            broadcast_parameters(model, env)
+        log = runs.JsonlLog(run_dir / runs.LOG_NAME)
+        grid_batch = fixed_grid_batch(store, config, env.device)
+        if env.is_main:
+            options = runs.to_jsonable(config)
+            options["resolved"] = {
+                "store": str(store.path), "class_names": list(store.class_names), "num_classes": num_classes,
+                "world_size": env.world_size, "device": str(env.device),
+                **{f.name: getattr(trainer.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
+                "vgg_loss": "on" if config.vgg_weights else "off (no --vgg-weights file given)",
+            }
+            runs.write_options(run_dir, options)
+            if not config.vgg_weights:
+                print("mask2image: VGG19 perceptual loss is off (give --vgg-weights FILE to enable it)", file=sys.stderr)
+        total_nimg = int(config.total_kimg * 1000)
+        final_grid = final_snapshot = None
+        sums: dict[str, torch.Tensor] = {}
+        count, tick_start_nimg, tick_start_time = 0, nimg, time.time()
+        bar = tqdm(total=total_nimg, initial=min(nimg, total_nimg), unit="img", disable=not env.is_main,
+                   dynamic_ncols=True, file=sys.stderr)
+        try:
+            while nimg < total_nimg:
+                factor = lr_factor(nimg, total_nimg, config.decay_start)
+                trainer.set_lr(factor)
+                train_global = nimg >= config.fix_global_kimg * 1000 or not config.n_local_enhancers
+                batch = next(batches)
+                terms = trainer.step(batch, train_global=train_global)
+                stacked = torch.stack(list(terms.values()))
+                if not bool(torch.isfinite(stacked).all()):
+                    runs.check_finite(terms, step)
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0) + value
+                count, step, nimg = count + 1, step + 1, nimg + config.batch_size
+                bar.update(min(config.batch_size, total_nimg - nimg + config.batch_size))
+                done = nimg >= total_nimg
+                if nimg < tick_start_nimg + config.tick_kimg * 1000 and not done:
+                    continue
+                tick += 1
+                elapsed = time.time() - tick_start_time
+                shown = nimg - tick_start_nimg
+                stats = mean_across_ranks({k: float(v) / count for k, v in sums.items()}, env.device)
+                record = {"tick": tick, "kimg": nimg / 1000, "step": step, "resolution": config.resolution,
+                          "lr_g": config.resolved("lr_g") * factor, "lr_d": config.resolved("lr_d") * factor,
+                          **{k: round(v, 6) for k, v in stats.items()},
+                          "sec_per_kimg": round(elapsed / max(shown, 1) * 1000, 3),
+                          "img_per_sec": round(shown / max(elapsed, 1e-9), 2),
+                          "peak_mem_mb": round(peak_memory_mb(env.device), 1)}
+                if env.is_main:
+                    log.append(record)
+                    if getattr(trainer.G.config, "feat_num", 0):  # region features of real images, for synthesis
+                        onehot = one_hot_label_map(batch["masks"], batch["labels"], num_classes)
+                        trainer.G.update_feature_bank(batch["images"], onehot)
+                    final_grid = render_grid(trainer.G, grid_batch, num_classes,
+                                             run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png", config.seed)
+                    if tick % config.snapshot_ticks == 0 or done:
+                        state = {"nimg": nimg, "step": step, "tick": tick, "world_size": env.world_size,
+                                 "trainer": trainer.state_dict(), "batches": batches.state_dict(),
+                                 "rng": runs.capture_rng_state()}
+                        final_snapshot = runs.save_snapshot(run_dir, nimg / 1000, models, state)
+                barrier()
+                sums, count = {}, 0
+                tick_start_nimg, tick_start_time = nimg, time.time()
+        finally:
+            bar.close()
+        return Mask2ImageResult(run_dir, final_grid, final_snapshot, nimg / 1000)
+    finally:
+        shutdown_distributed()
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis from mask files.
+
+MASK_SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+class SynthesisError(ValueError):
+    """Bad synthesis input (model directory, masks, classes); the message names the file."""
+
+
+@dataclasses.dataclass
+class LoadedGenerator:
+    G: torch.nn.Module
+    resolution: int
+    class_names: list[str]
+    directory: Path
+
+
+def load_generator(model: str | Path, resolution: int | None = None, device="cpu") -> LoadedGenerator:
+    """A run directory (newest snapshot), a snapshot directory, or a generator directory."""
+    from lesion_data import CLASS_NAMES
+    from lesion_models import load_pretrained
+
+    path = Path(model)
+    if (path / "config.json").is_file():
+        g_dir, run_dir = path, path.parent.parent.parent
+    else:
+        try:
+            run_dir, snapshot = runs.resolve_resume(path)
+        except runs.ResumeError as error:
+            raise SynthesisError(str(error)) from None
+        g_dir = snapshot / "G"
+    options = {}
+    if (run_dir / runs.OPTIONS_NAME).is_file():
+        options = runs.read_options(run_dir)
+    G = load_pretrained(g_dir, device)
+    resolution = resolution or options.get("resolution")
+    if not resolution:
+        raise SynthesisError(f"{g_dir}: not inside a run directory; give --resolution")
+    class_names = list(options.get("resolved", {}).get("class_names", CLASS_NAMES))
+    if G.config.label_nc != 1 + len(class_names):
+        raise SynthesisError(f"{g_dir}: expects {G.config.label_nc - 1} classes, options name {class_names}")
+    return LoadedGenerator(G, int(resolution), class_names, g_dir)
+
+
+def read_masks(folder: str | Path, resolution: int) -> tuple[list[str], torch.Tensor]:
+    """Every mask image in ``folder`` (sorted), resized (nearest) to ``resolution``: names, (N, 1, R, R) {0, 1}."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SynthesisError(f"{folder}: masks folder not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+    if not files:
+        raise SynthesisError(f"{folder}: no mask images ({', '.join(MASK_SUFFIXES)})")
+    arrays = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                arrays.append(np.asarray(im.convert("L").resize((resolution, resolution), Image.NEAREST)) > 127)
+        except (OSError, UnidentifiedImageError) as error:
+            raise SynthesisError(f"{path}: unreadable mask ({error})") from None
+    return [p.stem for p in files], torch.from_numpy(np.stack(arrays)).unsqueeze(1).float()
+
+
+def _mask_id(stem: str) -> str:
+    return stem[: -len("_segmentation")] if stem.endswith("_segmentation") else stem
+
+
+def classes_from_csv(path: str | Path, names: list[str], class_names: list[str]) -> list[int]:
+    """Per mask, its class from a CSV: an id column (``image_id``, ``mask`` or ``file``, matched to
+    the mask file name without ``_segmentation``) and either a ``class`` column of class names or
+    ISIC-2017's 0/1 columns ``melanoma`` and ``seborrheic_keratosis`` (neither = nevus)."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise SynthesisError(f"{path}: unreadable class CSV ({error})") from None
+    if not rows:
+        raise SynthesisError(f"{path}: empty class CSV")
+    id_col = next((c for c in ("image_id", "mask", "file") if c in rows[0]), None)
+    if id_col is None:
+        raise SynthesisError(f"{path}: needs an image_id, mask or file column (has {list(rows[0])})")
+    table = {}
+    for row in rows:
+        key = _mask_id(Path(row[id_col]).stem)
+        if "class" in row:
+            name = row["class"].strip()
+        else:
+            flags = [c for c in class_names[1:] if c in row and float(row[c] or 0) > 0.5]
+            name = flags[0] if flags else class_names[0]
+        if name not in class_names:
+            raise SynthesisError(f"{path}: unknown class {name!r} for {key} (known: {class_names})")
+        table[key] = class_names.index(name)
+    missing = [n for n in names if _mask_id(n) not in table]
+    if missing:
+        raise SynthesisError(f"{path}: no class for masks {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return [table[_mask_id(n)] for n in names]
+
+
+@dataclasses.dataclass
+class SynthesisResult:
+    out: Path
+    images: torch.Tensor  # (N, 3, R, R) in [-1, 1]
+    masks: torch.Tensor  # (N, 1, R, R), the input mask of each image
+    labels: torch.Tensor
+    files: list[Path]
+
+
+@torch.no_grad()
+def synthesize(model: str | Path, masks_dir: str | Path, out: str | Path, class_name: str = "from-csv",
+               csv_path: str | Path | None = None, variations: int = 1, seed: int = 0,
+               resolution: int | None = None, device: str = "auto", batch_size: int = 8) -> SynthesisResult:
+    """One image per mask (``variations`` per mask where the generator is stochastic) in
+    ``out/images/<mask>__<class>__v<k>.png``; the masks at model resolution in ``out/masks/``, and
+    ``out/synthesized.csv`` listing image, mask, class, variation."""
+    import csv
+
+    from PIL import Image
+
+    from lesion_train.distributed import choose_device
+
+    dev = choose_device(device)
+    loaded = load_generator(model, resolution, dev)
+    G, res, class_names = loaded.G, loaded.resolution, loaded.class_names
+    names, masks = read_masks(masks_dir, res)
+    if class_name == "from-csv":
+        if csv_path is None:
+            raise SynthesisError("--class from-csv needs --csv FILE")
+        labels = torch.tensor(classes_from_csv(csv_path, names, class_names))
+    elif class_name in class_names:
+        labels = torch.full((len(names),), class_names.index(class_name))
+    else:
+        raise SynthesisError(f"unknown class {class_name!r} (known: {class_names} or from-csv)")
+    if variations < 1:
+        raise SynthesisError("--variations must be >= 1")
+    if variations > 1 and not G.stochastic:
+        raise SynthesisError(f"{loaded.directory}: {type(G).__name__} without a noise source is deterministic; "
+                             "--variations needs --arch ours (feature encoder) or pix2pix (dropout)")
+    if isinstance(G, UNetGenerator):
+        G.enable_dropout()
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    images, all_masks, all_labels, files, rows = [], [], [], [], []
+    for k in range(variations):
+        generator = torch.Generator().manual_seed(seed * 1000 + k)
+        torch.manual_seed(seed * 1000 + k)  # pix2pix's dropout draws from the global stream
+        for start in range(0, len(names), batch_size):
+            m = masks[start : start + batch_size].to(dev)
+            lab = labels[start : start + batch_size].to(dev)
+            fake = G(label_input(m, lab, len(class_names)), generator=generator).float().cpu()
+            pixels = runs.to_uint8(fake).permute(0, 2, 3, 1).numpy()
+            for i, array in enumerate(pixels):
+                name, label = names[start + i], class_names[int(lab[i])]
+                file = out / "images" / f"{name}__{label}__v{k}.png"
+                tmp = file.with_name(f".{file.name}.tmp.png")
+                Image.fromarray(array).save(tmp)
+                tmp.replace(file)
+                files.append(file)
+                rows.append({"image": f"images/{file.name}", "mask": f"masks/{name}.png", "class": label, "variation": k})
+            images.append(fake), all_masks.append(m.cpu()), all_labels.append(lab.cpu())
+    for name, m in zip(names, masks):
+        Image.fromarray((m[0].numpy() * 255).astype("uint8")).save(out / "masks" / f"{name}.png")
+    with open(out / ".synthesized.csv.tmp", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "mask", "class", "variation"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / ".synthesized.csv.tmp").replace(out / "synthesized.csv")
+    return SynthesisResult(out, torch.cat(images), torch.cat(all_masks), torch.cat(all_labels), files)
+
+
+__all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "Mask2ImageResult", "SynthesisError",
+           "SynthesisResult", "build_networks", "demo_overrides", "label_input", "load_generator", "lr_factor",
+           "read_masks", "classes_from_csv", "synthesize", "train_mask2image"]

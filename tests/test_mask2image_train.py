@@ -1,0 +1,115 @@
+"""mask2image trainer: label inputs, one step of every arch, tiny train + exact resume, app smoke."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from lesion_data.labelmap import label_map
+
+from lesion_train import runs
+from lesion_train.distributed import DistEnv
+from lesion_train.mask2image import (
+    ARCHS,
+    Mask2ImageConfig,
+    Mask2ImageTrainer,
+    label_input,
+    lr_factor,
+    train_mask2image,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(resolution=32, phantom_count=24, batch_size=2, ngf=4, ndf=4, n_blocks=1, tick_kimg=0.004,
+            snapshot_ticks=1, grid_size=4, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def phantom_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_label_input_round_trips_label_map_and_boundary():
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[:, :, 2:6, 3:7] = 1
+    labels = torch.tensor([1, 2])
+    x = label_input(masks, labels, num_classes=3)
+    assert x.shape == (2, 5, 8, 8)
+    assert torch.equal(x[:, :4].argmax(1), label_map(masks, labels))  # one-hot -> label map
+    assert torch.equal(x[:, :4].sum(1), torch.ones(2, 8, 8))
+    edge = x[:, 4]
+    assert edge[0, 2, 3] == 1 and edge[0, 1, 3] == 1 and edge[0, 4, 4] == 0 and edge[0, 0, 0] == 0
+
+
+def test_lr_is_constant_then_decays_linearly_to_zero():
+    assert lr_factor(0, 1000, 0.5) == 1.0 and lr_factor(500, 1000, 0.5) == 1.0
+    assert lr_factor(750, 1000, 0.5) == pytest.approx(0.5) and lr_factor(1000, 1000, 0.5) == 0.0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_step_of_every_arch_updates_both_networks(arch):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    config = Mask2ImageConfig(arch=arch, **{k: v for k, v in TINY.items() if k not in ("threads",)})
+    trainer = Mask2ImageTrainer(config, num_classes=3, env=DistEnv())
+    before_g = [p.detach().clone() for p in trainer.G.parameters()]
+    before_d = [p.detach().clone() for p in trainer.D.parameters()]
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:24, 10:22] = 1
+    batch = {"images": torch.rand(2, 3, 32, 32) * 2 - 1, "masks": masks, "labels": torch.tensor([0, 2])}
+    terms = trainer.step(batch)
+    assert all(torch.isfinite(v) for v in terms.values())
+    expected = {"ours": {"G_feat"}, "pix2pixhd": {"G_feat"}, "pix2pix": {"G_l1"}, "spade": {"G_feat"}}[arch]
+    assert expected <= set(terms) and {"G_gan", "D_real", "D_fake"} <= set(terms)
+    assert any(not torch.equal(a, b) for a, b in zip(before_g, trainer.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before_d, trainer.D.parameters()))
+
+
+def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
+    whole = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.008, run_root=str(tmp_path / "a")))
+    half = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path / "b")))
+    resumed = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.008, resume=str(half.run_dir)))
+    assert resumed.run_dir == half.run_dir and resumed.kimg == whole.kimg == 0.008
+    log = runs.JsonlLog(half.run_dir / runs.LOG_NAME).read()
+    assert [r["step"] for r in log] == [2, 4]
+    assert {"G_gan", "G_feat", "D_real", "D_fake", "img_per_sec", "peak_mem_mb"} <= set(log[-1])
+    assert [p.name for p in runs.list_snapshots(half.run_dir)] == ["000000"]  # kimg 0.004 and 0.008 -> 000000
+    options = json.loads((half.run_dir / runs.OPTIONS_NAME).read_text())
+    assert options["resolved"]["vgg_loss"].startswith("off") and options["resolved"]["gan_mode"] == "lsgan"
+    from lesion_models import load_pretrained
+
+    a = load_pretrained(whole.final_snapshot / "G").state_dict()
+    b = load_pretrained(resumed.final_snapshot / "G").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert resumed.final_grid.is_file()
+
+
+def test_train_app_smoke(tmp_path):
+    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(ROOT / "apps/mask2image_train"), "--arch", "spade", "--resolution", "32",
+            "--phantoms", "16", "--batch", "2", "--kimg", "0.004", "--tick-kimg", "0.002", "--ngf", "2",
+            "--ndf", "4", "--run-root", str(tmp_path / "runs")]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "grid (label map | real | synthesized)" in done.stdout
+    assert "VGG19 perceptual loss is off" in done.stderr
+
+
+def load_app(name):
+    spec = importlib.util.spec_from_file_location(f"app_{name}", ROOT / "apps" / name / "__main__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_app_errors_are_one_line(tmp_path):
+    app = load_app("mask2image_train")
+    result = CliRunner().invoke(app.main, ["--resume", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "nowhere: no such run or snapshot directory" in result.output
+    result = CliRunner().invoke(app.main, ["--resolution", "48", "--run-root", str(tmp_path)])
+    assert result.exit_code == 1 and "resolution 48 must be a power of two" in result.output
