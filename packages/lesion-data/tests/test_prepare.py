@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from lesion_data.preprocess import BadInput, Task, crop_box, process
-from lesion_data.store import PreparedStore, PrepareError, prepare_phantom_store, prepare_store
+from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_phantom_store, prepare_store
 from lesion_data.phantom import generate_phantoms
 
 
@@ -122,3 +122,31 @@ def test_prepare_phantom_store_in_parallel(tmp_path):
     np.testing.assert_array_equal(store.images(16), images)
     np.testing.assert_array_equal(store.masks(16), masks)
     assert store.manifest["source"]["layout"] == "phantom"
+
+
+def test_images_without_masks_among_masked_ones_are_reported(tmp_path, write_image, write_mask):
+    write_image(tmp_path / "src" / "a.png", seed=1)
+    write_mask(tmp_path / "src" / "a_mask.png")
+    write_image(tmp_path / "src" / "b.png", seed=2)
+    with pytest.raises(PrepareError) as err:
+        prepare_store(tmp_path / "src", tmp_path / "out", 8, workers=1, progress=False)
+    assert len(err.value.problems) == 1 and "b.png: no mask" in err.value.problems[0]
+    store = PreparedStore(prepare_store(tmp_path / "src", tmp_path / "out", 8, skip_bad=True, progress=False))
+    assert store.ids == ["a"] and store.has_masks
+
+
+def test_never_replaces_a_folder_that_is_not_a_store(tmp_path, isic2017_tree):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(StoreError, match="not a prepared store; refusing"):
+        prepare_store(isic2017_tree, precious, 8, workers=1, progress=False)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isic2017", "precious"]
+    # An old store is replaced; with keep_existing a finished one is kept (concurrent cache builds).
+    first = prepare_phantom_store(tmp_path / "p", 8, n=6, seed=1, progress=False)
+    stamp = PreparedStore(first).manifest["content_hash"]
+    prepare_phantom_store(tmp_path / "p", 8, n=6, seed=2, progress=False, keep_existing=True)
+    assert PreparedStore(first).manifest["content_hash"] == stamp
+    prepare_phantom_store(tmp_path / "p", 8, n=6, seed=2, progress=False)
+    assert PreparedStore(first).manifest["content_hash"] != stamp

@@ -329,7 +329,8 @@ def phantom_store(
         PreparedStore(path)
         return path
     except StoreError:
-        return prepare_phantom_store(path, resolution, n, seed, balanced=balanced, workers=1, progress=False)
+        return prepare_phantom_store(path, resolution, n, seed, balanced=balanced, workers=1, progress=False,
+                                     keep_existing=True)
 
 
 __all__ = ["generate_phantoms", "phantom_store", "PRIORS", "GENERATOR_VERSION", "default_cache_root"]

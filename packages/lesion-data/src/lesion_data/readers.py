@@ -18,6 +18,8 @@ Supported layouts (official names, as unpacked from the challenge zips):
   the root; masks optional (``*_segmentation.png``, e.g. HAM10000_segmentations_lesion_tschandl).
 - ``folder``: images in the folder, or one subfolder per class (subfolder names are the classes);
   optional masks beside the images as ``<stem>_segmentation.png`` or ``<stem>_mask.png``.
+
+Images without a mask in a source where others have one are reported by ``prepare_store``.
 """
 
 from __future__ import annotations
@@ -225,10 +227,6 @@ def read_ham10000(root: pathlib.Path) -> Source:
             problems.append(f"{csv_path}:{line}: {image_id} has unknown diagnosis {row['dx']!r}")
         else:
             records.append(Record(images[image_id], masks.get(image_id), codes[dx], image_id))
-    if masks and any(r.mask is None for r in records):
-        missing = [r for r in records if r.mask is None]
-        problems += [f"{r.image}: no mask, although other images have masks" for r in missing]
-        records = [r for r in records if r.mask is not None]
     return Source("ham10000", root, SEVEN_CLASS_NAMES, records, problems)
 
 
@@ -246,9 +244,6 @@ def read_folder(root: pathlib.Path) -> Source:
                 problems.append(f"{path}: image outside the class subfolders ({', '.join(d.name for d in classes)})")
                 continue
             records.append(Record(path, masks.get(image_id), label, image_id))
-    if any(r.mask for r in records) and any(r.mask is None for r in records):
-        problems += [f"{r.image}: no mask, although other images have masks" for r in records if r.mask is None]
-        records = [r for r in records if r.mask is not None]
     return Source("folder", root, tuple(d.name for d in classes), records, problems)
 
 

@@ -159,7 +159,8 @@ class StoreWriter:
         self.images = self.masks = {}
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def finish(self, class_names: Sequence[str], source: dict, preprocessing: dict, extra: dict | None = None) -> pathlib.Path:
+    def finish(self, class_names: Sequence[str], source: dict, preprocessing: dict, extra: dict | None = None,
+               keep_existing: bool = False) -> pathlib.Path:
         if self.count < self.n:  # rows were skipped: shrink every array to the rows written
             old_images, old_masks = self.images, self.masks
             for name, arrays in (("images", old_images), ("masks", old_masks)):
@@ -198,16 +199,19 @@ class StoreWriter:
         }
         # The manifest is the completion marker, then the whole folder appears at once.
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        return self._publish(keep_existing)
+
+    def _publish(self, keep_existing: bool) -> pathlib.Path:
+        """Rename the finished temporary folder onto the target. With ``keep_existing`` a complete
+        store already there wins (concurrent builders of one cached store); otherwise an old store
+        (or an empty folder) is replaced, and anything else is refused rather than deleted."""
         if self.path.exists():
-            try:
-                PreparedStore(self.path)
-                finished = True
-            except StoreError:
-                finished = False
-            if finished and source.get("layout") == "phantom":
-                shutil.rmtree(self.tmp, ignore_errors=True)  # a concurrent builder won the race
+            if keep_existing and _is_complete(self.path):
+                shutil.rmtree(self.tmp, ignore_errors=True)
                 return self.path
-            # An old or broken store at the target: move it aside, swap in the new one, delete it.
+            if not (self.path / MANIFEST).is_file() and (not self.path.is_dir() or any(self.path.iterdir())):
+                self.abort()
+                raise StoreError(f"{self.path}: exists and is not a prepared store; refusing to replace it")
             old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(self.path, old)
             os.replace(self.tmp, self.path)
@@ -216,10 +220,18 @@ class StoreWriter:
         try:
             os.replace(self.tmp, self.path)
         except OSError:
-            if source.get("layout") != "phantom":
+            if not (keep_existing and _is_complete(self.path)):
                 raise
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)  # another process published it first
         return self.path
+
+
+def _is_complete(path: pathlib.Path) -> bool:
+    try:
+        PreparedStore(path)
+        return True
+    except StoreError:
+        return False
 
 
 def content_hash(folder: pathlib.Path, resolution: int, has_masks: bool) -> str:
@@ -320,8 +332,13 @@ def prepare_store(
     src = source if isinstance(source, Source) else open_source(source, layout)
     problems = list(src.problems)
     records = src.records
-    has_masks = bool(records) and all(r.mask is not None for r in records)
-    tasks = [(i, Task(r.image, r.mask if has_masks else None, resolution, margin, draft)) for i, r in enumerate(records)]
+    # Masks for some images only (e.g. a split without ground truth): report the others rather than
+    # silently dropping every mask.
+    has_masks = any(r.mask is not None for r in records)
+    if has_masks:
+        problems += [f"{r.image}: no mask, although other images have masks" for r in records if r.mask is None]
+        records = [r for r in records if r.mask is not None]
+    tasks = [(i, Task(r.image, r.mask, resolution, margin, draft)) for i, r in enumerate(records)]
     workers = workers or os.cpu_count() or 1
     writer = StoreWriter(out, len(records), resolution, has_masks) if records else None
     try:
@@ -370,9 +387,10 @@ def _phantom_chunk(args: tuple[int, int, int, int, bool]):
 
 def prepare_phantom_store(
     out: str | os.PathLike, resolution: int, n: int = 2000, seed: int = 0, *, balanced: bool = False,
-    workers: int | None = None, progress: bool = True,
+    workers: int | None = None, progress: bool = True, keep_existing: bool = False,
 ) -> pathlib.Path:
-    """Render ``n`` phantoms at ``resolution`` into a store at ``out``, in parallel chunks."""
+    """Render ``n`` phantoms at ``resolution`` into a store at ``out``, in parallel chunks
+    (``keep_existing``: if another process finished the same store first, keep that one)."""
     from . import CLASS_NAMES
     from .phantom import GENERATOR_VERSION
 
@@ -390,7 +408,7 @@ def prepare_phantom_store(
         source = {"layout": "phantom", "path": None, "generator_version": GENERATOR_VERSION, "seed": seed, "n": n,
                   "balanced": balanced}
         preprocessing = {"method": "rendered at the top level; lower levels exact block means, masks nearest"}
-        return writer.finish(CLASS_NAMES, source, preprocessing)
+        return writer.finish(CLASS_NAMES, source, preprocessing, keep_existing=keep_existing)
     except BaseException:
         writer.abort()
         raise
