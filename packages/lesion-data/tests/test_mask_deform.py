@@ -43,6 +43,17 @@ def test_scaling_and_rotation_act_as_asked():
     assert np.ptp(angles) > 45  # orientations actually vary
 
 
+def test_rotation_is_rigid_on_non_square_masks():
+    mask = disc(size=64, radius=10)[:, :]  # a disc in a wide frame
+    wide = np.zeros((40, 100), np.uint8)
+    wide[:, 30:70] = mask[12:52, 12:52]
+    out = deform_masks(wide, 8, rotation=180, scale=(1, 1), shift=0, elastic=0, seed=1)
+    for variant in out:
+        rows, cols = np.nonzero(variant)
+        assert np.ptp(rows) == pytest.approx(np.ptp(cols), abs=2)  # a disc stays a disc
+        assert int(variant.sum()) == pytest.approx(int(wide.sum()), rel=0.06)
+
+
 def test_accepts_0_255_masks_and_rejects_bad_input():
     assert deform_masks(disc() * 255, 1, elastic=0, rotation=0, scale=(1, 1), shift=0)[0].max() == 1
     with pytest.raises(ValueError, match=r"mask must be \(H, W\)"):

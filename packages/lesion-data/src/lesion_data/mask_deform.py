@@ -50,7 +50,11 @@ def deform_masks(
     offset = (torch.rand(n, 2, generator=gen) * 2 - 1) * shift * 2  # grid units span 2 per side
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # Output -> input sampling: rotate by -angle and shrink by zoom (so the lesion grows by zoom).
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
+    # affine_grid works in [-1, 1] coordinates per axis; the aspect factors make the rotation
+    # rigid in pixels on non-square masks (ISIC masks are rarely square).
+    aspect = h / w
+    theta = torch.stack([torch.stack([cos, -sin * aspect, offset[:, 0]], 1),
+                         torch.stack([sin / aspect, cos, offset[:, 1]], 1)], 1)
     coords = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
     coarse = (torch.rand(n, 2, grid, grid, generator=gen) * 2 - 1) * elastic * 2
     field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
