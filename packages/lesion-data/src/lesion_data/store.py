@@ -395,7 +395,7 @@ def prepare_phantom_store(
     from .phantom import GENERATOR_VERSION
 
     levels_for(resolution)
-    chunk = max(1, min(256, 2**20 // (resolution * resolution)))
+    chunk = max(1, min(64, 2**20 // (resolution * resolution)))  # small jobs keep every worker busy
     jobs = [(lo, min(chunk, n - lo), resolution, seed, balanced) for lo in range(0, n, chunk)]
     writer = StoreWriter(out, n, resolution, True)
     try:
