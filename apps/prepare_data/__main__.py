@@ -29,12 +29,14 @@ from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_p
 @click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
 @click.option("--layout", type=click.Choice(["isic2017", "isic2018", "ham10000", "folder"]), default=None,
               help="Force a layout instead of detecting it.")
+@click.option("--split", "splits", multiple=True,
+              help="ISIC layouts: read only this split (repeatable), e.g. --split Training.")
 @click.option("--no-draft", is_flag=True, help="Decode JPEGs at full size (slower; default decodes at >= 2x target).")
 @click.option("--n", "n", type=int, default=2000, show_default=True, help="Phantoms to render (SOURCE phantom).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Phantom seed (SOURCE phantom).")
 @click.option("--balanced", is_flag=True, help="Equal class frequencies for phantoms instead of ISIC-2017 priors.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at OUT.")
-def main(source, out, resolution, margin, skip_bad, workers, layout, no_draft, n, seed, balanced, overwrite):
+def main(source, out, resolution, margin, skip_bad, workers, layout, splits, no_draft, n, seed, balanced, overwrite):
     """Prepare SOURCE (a dataset folder, or `phantom`) as a store in OUT."""
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} already exists; pass --overwrite to replace it")
@@ -43,7 +45,7 @@ def main(source, out, resolution, margin, skip_bad, workers, layout, no_draft, n
             path = prepare_phantom_store(out, resolution, n, seed, balanced=balanced, workers=workers)
         else:
             path = prepare_store(source, out, resolution, margin=margin, skip_bad=skip_bad, workers=workers,
-                                 draft=not no_draft, layout=layout)
+                                 draft=not no_draft, layout=layout, splits=splits or None)
     except PrepareError as e:
         for problem in e.problems:
             click.echo(f"bad: {problem}", err=True)

@@ -114,3 +114,15 @@ def test_csv_missing_column_names_the_file(isic2017_tree):
     (isic2017_tree / "ISIC-2017_Training_Part3_GroundTruth.csv").write_text("image_id,melanoma\nISIC_0000001,1\n")
     with pytest.raises(SourceError, match=r"Part3_GroundTruth.csv: missing column\(s\) seborrheic_keratosis"):
         open_source(isic2017_tree)
+
+
+def test_isic2017_split_selection(isic2017_tree, write_image):
+    write_image(isic2017_tree / "ISIC-2017_Validation_Data" / "ISIC_0001000.jpg", seed=4)
+    both = open_source(isic2017_tree)
+    assert {r.split for r in both.records} == {"Training", "Validation"}
+    validation = open_source(isic2017_tree, splits=["Validation"])
+    assert [(r.id, r.label, r.mask) for r in validation.records] == [("ISIC_0001000", None, None)]
+    with pytest.raises(SourceError, match="split Test_v2 not found"):
+        open_source(isic2017_tree, splits=["Test_v2"])
+    with pytest.raises(SourceError, match="ISIC layouts only"):
+        open_source(isic2017_tree, layout="folder", splits=["Training"])

@@ -29,6 +29,7 @@ import dataclasses
 import os
 import pathlib
 import re
+from typing import Sequence
 
 from . import CLASS_NAMES
 
@@ -154,6 +155,8 @@ def read_isic2018(root: pathlib.Path, splits: tuple[str, ...] | None = None) -> 
     problems: list[str] = []
     for split in splits or ISIC2018_SPLITS:
         seg_input = root / f"ISIC2018_Task1-2_{split}_Input"
+        if splits and not seg_input.is_dir() and not (root / f"ISIC2018_Task3_{split}_Input").is_dir():
+            raise SourceError(f"{root}: split {split} not found (no ISIC2018_Task1-2_{split}_Input or Task3 input)")
         if seg_input.is_dir():
             mask_dir = root / f"ISIC2018_Task1_{split}_GroundTruth"
             for image_id, path in _images_in(seg_input).items():
@@ -261,16 +264,22 @@ def detect_layout(root: pathlib.Path) -> str:
     return "folder"
 
 
-def open_source(path: str | os.PathLike, layout: str | None = None) -> Source:
-    """Records of a dataset folder; the layout is detected unless given. Raises SourceError when
-    the folder is missing or holds no images; per-file problems are listed in ``.problems``."""
+def open_source(path: str | os.PathLike, layout: str | None = None, splits: Sequence[str] | None = None) -> Source:
+    """Records of a dataset folder; the layout is detected unless given; ``splits`` (ISIC layouts
+    only, e.g. ("Training",)) restricts the challenge splits read. Raises SourceError when the folder
+    is missing or holds no images; per-file problems are listed in ``.problems``."""
     root = pathlib.Path(path).expanduser()
     if not root.is_dir():
         raise SourceError(f"{root}: not a folder")
     layout = layout or detect_layout(root)
     if layout not in _READERS:
         raise SourceError(f"{root}: unknown layout {layout!r} (choose from {', '.join(_READERS)})")
-    source = _READERS[layout](root)
+    if splits:
+        if layout not in ("isic2017", "isic2018"):
+            raise SourceError(f"{root}: splits apply to the ISIC layouts only, not {layout}")
+        source = _READERS[layout](root, tuple(splits))
+    else:
+        source = _READERS[layout](root)
     if not source.records and not source.problems:
         raise SourceError(f"{root}: no images found (looked for the {layout} layout; "
                           "supported: ISIC-2017, ISIC-2018, HAM10000, a folder of images or class subfolders)")

@@ -316,6 +316,7 @@ def prepare_store(
     progress: bool = True,
     draft: bool = True,
     layout: str | None = None,
+    splits: Sequence[str] | None = None,
 ) -> pathlib.Path:
     """Convert a source (a folder path or a ``readers.Source``) into a store at ``out``.
 
@@ -329,7 +330,7 @@ def prepare_store(
     if margin < 0:
         raise StoreError(f"margin must be >= 0, got {margin}")
     levels_for(resolution)
-    src = source if isinstance(source, Source) else open_source(source, layout)
+    src = source if isinstance(source, Source) else open_source(source, layout, splits)
     problems = list(src.problems)
     records = src.records
     # Masks for some images only (e.g. a split without ground truth): report the others rather than
