@@ -91,3 +91,10 @@ def test_skipped_rows_shrink_the_store(tmp_path):
 def test_bad_resolution():
     with pytest.raises(StoreError, match="power of two"):
         downsample_levels(np.zeros((1, 12, 12, 3), np.uint8), None, 12)
+
+
+def test_a_store_without_rows_is_refused(tmp_path):
+    writer = StoreWriter(tmp_path / "s", 3, 8, False)
+    with pytest.raises(StoreError, match="no usable images"):
+        writer.finish(("x",), {}, {})
+    assert list(tmp_path.iterdir()) == []

@@ -131,9 +131,6 @@ class StoreWriter:
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()
         self.count = 0
-        self._open(n)
-
-    def _open(self, n: int) -> None:
         fmt = np.lib.format
         self.images = {r: fmt.open_memmap(self.tmp / f"images_{r}.npy", "w+", np.uint8, (n, r, r, 3)) for r in self.levels}
         self.masks = (
@@ -161,24 +158,23 @@ class StoreWriter:
 
     def finish(self, class_names: Sequence[str], source: dict, preprocessing: dict, extra: dict | None = None,
                keep_existing: bool = False) -> pathlib.Path:
-        if self.count < self.n:  # rows were skipped: shrink every array to the rows written
-            old_images, old_masks = self.images, self.masks
-            for name, arrays in (("images", old_images), ("masks", old_masks)):
-                for res, arr in arrays.items():
-                    arr.flush()
-                    trimmed = np.lib.format.open_memmap(self.tmp / f"{name}_{res}.npy.part", "w+", np.uint8,
-                                                        (self.count,) + arr.shape[1:])
-                    trimmed[:] = arr[: self.count]
-                    trimmed.flush()
-                    del trimmed
-                    os.replace(self.tmp / f"{name}_{res}.npy.part", self.tmp / f"{name}_{res}.npy")
-            self.labels = self.labels[: self.count]
-        for arr in list(self.images.values()) + list(self.masks.values()):
-            arr.flush()
-        self.images = self.masks = {}
         if self.count == 0:
             self.abort()
             raise StoreError(f"{self.path}: no usable images to store")
+        arrays = [(f"{name}_{res}.npy", arr) for name, group in (("images", self.images), ("masks", self.masks))
+                  for res, arr in group.items()]
+        self.images = self.masks = {}
+        while arrays:
+            name, arr = arrays.pop()  # the only reference, so `del arr` below really unmaps
+            arr.flush()
+            if self.count < self.n:  # rows were skipped: copy the rows written into a shorter file
+                trimmed = np.lib.format.open_memmap(self.tmp / f"{name}.part", "w+", np.uint8,
+                                                    (self.count,) + arr.shape[1:])
+                trimmed[:] = arr[: self.count]
+                trimmed.flush()
+                del trimmed, arr  # unmap both before the rename (required on Windows)
+                os.replace(self.tmp / f"{name}.part", self.tmp / name)
+        self.labels = self.labels[: self.count]
         np.save(self.tmp / "labels.npy", self.labels)
         (self.tmp / "ids.json").write_text(json.dumps(self.ids))
         counts = {name: int((self.labels == k).sum()) for k, name in enumerate(class_names)}
