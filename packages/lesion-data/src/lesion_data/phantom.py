@@ -4,7 +4,7 @@ Every image is drawn from its own random stream ``default_rng([seed, index])`` a
 continuous coordinates, so image i depends only on (seed, i): any subset, rank or resolution can be
 generated alone. Rendering is vectorised over a chunk of images with numpy (no per-pixel Python).
 
-The three classes differ in learnable statistics (see ``_CLASSES``): nevus-like lesions are small,
+The three classes differ in learnable statistics (see ``_CLASSES``): nevus-like lesions are smaller,
 round, uniformly brown with a pigment network and soft edges; melanoma-like ones are larger,
 asymmetric, irregularly bordered and multi-coloured (black, blue-grey, red, regression white);
 keratosis-like ones are lighter, tan, sharply "stuck on", with a waxy ridged texture and bright
