@@ -20,7 +20,7 @@ import numpy as np
 
 
 # Bump when the rendering changes: it is part of the cache key of phantom stores.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 PRIORS = (1372 / 2000, 374 / 2000, 254 / 2000)
 _MAX_HAIRS = 8
 _DOTS = 14
@@ -85,7 +85,7 @@ def _draw(seed: int, index: int, balanced: bool) -> dict:
     p["soft"] = c["soft"] * rng.uniform(0.7, 1.3)
     p["var_grids"] = [_fractal_grids(rng, 4, 1) for _ in range(4)]
     p["warp_grid"] = _fractal_grids(rng, 5, 2)
-    p["net_freq"] = rng.uniform(8.0, 13.0)
+    p["net_freq"] = rng.uniform(12.0, 20.0)
     p["tex_grid"] = _fractal_grids(rng, 8, 2)
     # Dots and globules: position in the lesion (polar, unit disc), size, and bright (milia-like
     # cyst) or dark (globule) kind, a fixed number of draws per image.
@@ -244,15 +244,16 @@ def _render(params: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
     colour = np.matmul(weights.reshape(n, -1, 4), _col(params, "palette")).reshape(n, size, size, 3)
     depth = _smoothstep(0.0, 0.7, -d)
     shade = 1 - v(_col(params, "centre_dark")) * depth
-    # Pigment network: a noise-warped lattice in lesion coordinates, faded to its mean where its
-    # period falls below ~3 px so low resolutions do not alias.
+    # Pigment network: a honeycomb (sum of three plane waves 120 degrees apart: bright holes at its
+    # maxima, dark connected lines along its minima) in noise-warped lesion coordinates, faded to
+    # its mean where the cell size falls below ~3 px so low resolutions do not alias.
     warp = (_fractal(params, "warp_grid", size) - 0.5) * 0.5
     freq = v(_col(params, "net_freq"))
-    a = np.sin(np.pi * freq * (u + warp))
-    b = np.sin(np.pi * freq * (w - border_noise * 0.5))
-    lines = np.exp(-np.minimum(a * a, b * b) / 0.2)
+    pu, pw = np.pi * freq * (u + warp), np.pi * freq * (w - border_noise * 0.5)
+    honey = np.cos(pu) + np.cos(-0.5 * pu + 0.866 * pw) + np.cos(-0.5 * pu - 0.866 * pw)  # in [-1.5, 3]
+    lines = _smoothstep(-0.3, -1.0, honey)
     sharp = np.clip((size / freq - 2.0) / 3.0, 0, 1)
-    lines = sharp * lines + (1 - sharp) * 0.45
+    lines = sharp * lines + (1 - sharp) * 0.4
     shade = shade * (1 - v(_col(params, "net")) * lines * (0.3 + 0.7 * depth))
     # Waxy cerebriform ridges, computed only for the images that have them (keratoses).
     ridged = np.flatnonzero(_col(params, "ridge") > 0)
