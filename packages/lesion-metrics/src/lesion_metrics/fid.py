@@ -1,0 +1,29 @@
+"""Frechet Inception Distance (Heusel et al. 2017) with the TF inception-2015-12-05 pool3 features."""
+
+from __future__ import annotations
+
+from lesion_metrics.frechet import feature_statistics, frechet_distance
+from lesion_metrics.registry import MetricOptions, register_metric, require_images
+
+FULL_RANK = 2049  # more images than the 2048 feature dimensions, for a full-rank covariance
+UNBIASED_ENOUGH = 5000
+
+
+def fid_from_features(real, fake) -> float:
+    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+
+
+def check_fid_counts(metric: str, opts: MetricOptions) -> None:
+    for side in (opts.real, opts.fake):
+        require_images(metric, side, 2, " (a covariance needs two)")
+        if side.num_images < FULL_RANK:
+            opts.note(f"{metric}: {side.num_images} {side.name} images give a rank-deficient covariance "
+                      f"(needs more than 2048); FID is also biased upwards below ~{UNBIASED_ENOUGH}")
+        elif side.num_images < UNBIASED_ENOUGH:
+            opts.note(f"{metric}: FID is biased upwards below ~{UNBIASED_ENOUGH} images ({side.name}: {side.num_images})")
+
+
+@register_metric("fid")
+def fid(opts: MetricOptions) -> dict[str, float]:
+    check_fid_counts("fid", opts)
+    return {"fid": fid_from_features(opts.features("real")["pool3"], opts.features("fake")["pool3"])}

@@ -1,0 +1,74 @@
+"""SWD against a plain NumPy transcription of PGGAN's official code (benchmarks/metrics_speed.py)."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from lesion_metrics import ImageSource, MetricOptions, NotEnoughImages, calc_metric
+from lesion_metrics import swd as S
+
+BENCH = pathlib.Path(__file__).resolve().parents[3] / "benchmarks" / "metrics_speed.py"
+
+
+@pytest.fixture(scope="module")
+def ref():
+    spec = importlib.util.spec_from_file_location("metrics_speed_reference", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_laplacian_pyramid_matches_official(ref, smooth):
+    images = smooth(4, 64, seed=0)
+    ours = S.laplacian_pyramid(images, 3)
+    theirs = ref.ref_laplacian_pyramid(images.numpy(), 3)
+    assert [tuple(level.shape) for level in ours] == [(4, 3, 64, 64), (4, 3, 32, 32), (4, 3, 16, 16)]
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b, atol=1e-3)
+
+
+def test_same_descriptors_and_directions_give_official_swd(ref, smooth):
+    real, fake = smooth(6, 32, seed=1), smooth(6, 32, seed=2, low=4)
+    g = torch.Generator().manual_seed(0)
+    ours, theirs = [], []
+    for images in (real, fake):
+        level = S.laplacian_pyramid(images, 2)[0]
+        pos = S.sample_positions(len(level), 32, 32, g)
+        ours.append(S.finalize_descriptors(S.get_descriptors(level, pos)))
+        theirs.append(ref.ref_finalize(ref.ref_descriptors(level.numpy().copy(), positions=pos.numpy())))
+    np.testing.assert_allclose(ours[0].numpy(), theirs[0], rtol=1e-4, atol=1e-4)
+    dirs = S.random_directions(ours[0].shape[1], g)
+    value = S.sliced_wasserstein(ours[0], ours[1], dirs)
+    expected = ref.ref_sliced_wasserstein(theirs[0], theirs[1], dirs=dirs.numpy())
+    assert value > 0
+    assert value == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_identical_sets_zero_and_order_irrelevant():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(500, 147, generator=g), torch.randn(500, 147, generator=g) + 0.1
+    dirs = S.random_directions(147, g)
+    assert S.sliced_wasserstein(a, a, dirs) == 0.0
+    perm = torch.randperm(500, generator=g)
+    assert S.sliced_wasserstein(a[perm], b, dirs) == pytest.approx(S.sliced_wasserstein(a, b, dirs), rel=1e-6)
+
+
+def test_metric_levels_baseline_and_separation(smooth):
+    real = smooth(12, 32, seed=4)
+    opts = MetricOptions(ImageSource.from_array(real, "real", 5), ImageSource.from_array(real, "fake", 5), progress=False)
+    same = calc_metric("swd", opts)["results"]
+    assert set(same) == {"swd_32", "swd_16", "swd_avg", "swd_real_baseline_32", "swd_real_baseline_16", "swd_real_baseline_avg"}
+    noise = torch.randint(0, 256, (12, 3, 32, 32), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    opts = MetricOptions(ImageSource.from_array(real, "real", 5), ImageSource.from_array(noise, "fake", 5), progress=False)
+    different = calc_metric("swd", opts)["results"]
+    assert different["swd_avg"] > 2 * same["swd_avg"]
+    assert different["swd_real_baseline_avg"] == pytest.approx(same["swd_real_baseline_avg"])
+
+
+def test_too_small_images_are_a_clear_error(smooth):
+    src = ImageSource.from_array(smooth(2, 8, seed=0), "real")
+    with pytest.raises(NotEnoughImages, match="at least 16 px"):
+        calc_metric("swd", MetricOptions(src, src, progress=False))
