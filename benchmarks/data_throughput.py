@@ -3,11 +3,14 @@
     uv run benchmarks/data_throughput.py [--seconds 3] [--batch 32]
 
 For each resolution (64, 256, 1024) it writes N phantom images once as quality-95 JPEGs of exactly
-that size and as a prepared store, then times random batches of float tensors in [-1, 1]:
-  store : StoreBatches (one memmap gather + uint8 -> float NCHW), augmentation off / on
-  jpeg  : PIL open + decode + to tensor for every image of every batch (already resized, so this
-          is the cheapest possible JPEG pipeline; decoding full-size ISIC originals is far slower)
-Both run in one process on a warm page cache. Figures are printed, never asserted.
+that size and as a prepared store, then times random batches:
+  store read : uint8 NHWC batch from the memmap (one sorted gather), what is sent to the device
+  jpeg read  : PIL open + decode of every image of every batch into the same uint8 batch (already
+               resized JPEGs, so the cheapest JPEG pipeline; full-size ISIC originals decode far slower)
+  ratio      : store read / jpeg read
+  batches    : StoreBatches to float NCHW [-1, 1] on the CPU, without and with flips/rotations (on a
+               GPU the conversion and augmentation run on the device instead)
+One process, one torch thread, warm page cache. Figures are printed, never asserted.
 """
 
 import pathlib
@@ -22,7 +25,7 @@ from PIL import Image
 
 from lesion_data.loader import StoreBatches
 from lesion_data.phantom import generate_phantoms
-from lesion_data.store import write_store
+from lesion_data.store import PreparedStore, write_store
 
 SIZES = {64: 1024, 256: 128, 1024: 32}
 
@@ -51,7 +54,7 @@ def _rate(step, batch: int, seconds: float) -> float:
 def main(seconds: float, batch: int) -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print(f"{'res':>5} {'n':>5} {'store img/s':>12} {'store+aug':>10} {'jpeg img/s':>11} {'ratio':>7}")
+    print(f"{'res':>5} {'n':>5} {'store read':>11} {'jpeg read':>10} {'ratio':>7} {'batches':>8} {'+aug':>6}   (img/s)")
     with tempfile.TemporaryDirectory() as tmp:
         for size, n in SIZES.items():
             images = _images(n, size)
@@ -61,21 +64,25 @@ def main(seconds: float, batch: int) -> None:
             for i, im in enumerate(images):
                 paths.append(folder / f"{i:05d}.jpg")
                 Image.fromarray(im).save(paths[-1], quality=95)
-            store = write_store(pathlib.Path(tmp) / f"store{size}", images, None, np.zeros(n, np.int64), ("x",),
-                                source={"layout": "benchmark"}, preprocessing={})
+            store = PreparedStore(write_store(pathlib.Path(tmp) / f"store{size}", images, None, np.zeros(n, np.int64),
+                                              ("x",), source={"layout": "benchmark"}, preprocessing={}))
+            memmap = store.images(size)
             plain = StoreBatches(store, size, batch, augment=False)
             augmented = StoreBatches(store, size, batch, augment=True)
 
+            def store_step():
+                torch.from_numpy(memmap[np.sort(rng.integers(0, n, batch))])
+
             def jpeg_step():
                 idx = rng.integers(0, n, batch)
-                arrays = [np.asarray(Image.open(paths[i]).convert("RGB")) for i in idx]
-                torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
+                torch.from_numpy(np.stack([np.asarray(Image.open(paths[i]).convert("RGB")) for i in idx]))
 
-            store_rate = _rate(lambda: next(plain), batch, seconds)
-            aug_rate = _rate(lambda: next(augmented), batch, seconds)
+            store_rate = _rate(store_step, batch, seconds)
             jpeg_rate = _rate(jpeg_step, batch, seconds)
-            print(f"{size:>5} {n:>5} {store_rate:>12.0f} {aug_rate:>10.0f} {jpeg_rate:>11.0f} "
-                  f"{store_rate / jpeg_rate:>6.1f}x", flush=True)
+            plain_rate = _rate(lambda: next(plain), batch, seconds)
+            aug_rate = _rate(lambda: next(augmented), batch, seconds)
+            print(f"{size:>5} {n:>5} {store_rate:>11.0f} {jpeg_rate:>10.0f} {store_rate / jpeg_rate:>6.1f}x "
+                  f"{plain_rate:>8.0f} {aug_rate:>6.0f}", flush=True)
 
 
 if __name__ == "__main__":
