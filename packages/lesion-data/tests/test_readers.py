@@ -126,3 +126,19 @@ def test_isic2017_split_selection(isic2017_tree, write_image):
         open_source(isic2017_tree, splits=["Test_v2"])
     with pytest.raises(SourceError, match="ISIC layouts only"):
         open_source(isic2017_tree, layout="folder", splits=["Training"])
+
+
+def test_isic2018_and_ham10000_bad_rows(isic2018_tree, ham_tree, write_mask):
+    csv = isic2018_tree / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv"
+    csv.write_text(csv.read_text().replace("ISIC_0024307,1.0,0.0", "ISIC_0024307,1.0,1.0")
+                   + "ISIC_0099999,1.0,0.0,0.0,0.0,0.0,0.0,0.0\n")
+    source = open_source(isic2018_tree)
+    assert {r.id for r in source.records} == {"ISIC_0000010", "ISIC_0000011", "ISIC_0024306"}
+    assert any("ISIC_0024307 is not one-hot" in p for p in source.problems)
+    assert any("ISIC_0099999 names a missing file" in p for p in source.problems)
+    meta = ham_tree / "HAM10000_metadata.csv"
+    meta.write_text(meta.read_text().replace(",mel,", ",xyz,"))
+    write_mask(ham_tree / "HAM10000_segmentations_lesion_tschandl" / "ISIC_0027419_segmentation.png")
+    source = open_source(ham_tree)
+    assert [(r.id, r.mask.name) for r in source.records] == [("ISIC_0027419", "ISIC_0027419_segmentation.png")]
+    assert len(source.problems) == 1 and "unknown diagnosis 'xyz'" in source.problems[0]
