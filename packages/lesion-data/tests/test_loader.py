@@ -77,3 +77,37 @@ def test_errors(store, tmp_path):
                        preprocessing={})
     with pytest.raises(StoreError, match="no masks"):
         StoreBatches(bare, 4, 2, with_masks=True)
+
+
+def test_prefetch_gives_the_same_batches_and_resumes(store):
+    plain = StoreBatches(store, 8, 7, seed=2, with_masks=True, prefetch=0)
+    ahead = StoreBatches(store, 8, 7, seed=2, with_masks=True, prefetch=3)
+    for _ in range(9):  # crosses epoch boundaries
+        x, y = next(plain), next(ahead)
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["labels"], y["labels"])
+        assert torch.equal(x["masks"], y["masks"])
+    assert ahead.state_dict()["epoch"] == plain.state_dict()["epoch"]
+    assert ahead.state_dict()["pos"] == plain.state_dict()["pos"]
+    state = ahead.state_dict()
+    expected = [next(plain)["images"] for _ in range(3)]
+    ahead.load_state_dict(state)  # discards what the thread had read ahead
+    assert all(torch.equal(next(ahead)["images"], e) for e in expected)
+    ahead.close()
+    assert ahead._queue is None
+
+
+def test_dropping_a_prefetching_iterator_stops_its_thread(store):
+    import gc
+    import threading
+    import time
+
+    before = threading.active_count()
+    it = StoreBatches(store, 8, 4, prefetch=2)
+    next(it)
+    assert threading.active_count() == before + 1
+    del it
+    gc.collect()
+    deadline = time.time() + 5
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
