@@ -22,15 +22,27 @@ from lesion_train.segmenter import mask_consistency, segmentation_loss
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs run far faster single-threaded on a shared, loaded CPU; restored afterwards
+    because the trainer's ``threads`` option sets the process-wide count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny 'ours' run (feature encoder on, so variations exist)."""
     root = tmp_path_factory.mktemp("m2i")
-    os.environ.setdefault("LESION_GAN_CACHE", str(root / "cache"))
-    torch.set_num_threads(1)
     config = Mask2ImageConfig(resolution=32, phantom_count=16, batch_size=2, ngf=4, ndf=4, n_blocks=1,
                               total_kimg=0.004, tick_kimg=0.004, grid_size=2, run_root=str(root / "runs"), threads=1)
-    run = train_mask2image(config)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LESION_GAN_CACHE", str(root / "cache"))
+        run = train_mask2image(config)
+    torch.set_num_threads(threads)
     # Four steps leave the feature bank with two near-identical entries; spread it so that the
     # synthesis plumbing (seeded draws per variation) is what the tests see.
     g_dir = run.final_snapshot / "G"

@@ -1,11 +1,8 @@
 """mask2image trainer: label inputs, one step of every arch, tiny train + exact resume, local
-enhancer stages, app smoke tests (train through a subprocess, errors and mask tool in-process)."""
+enhancer stages, app smoke tests in-process (the subprocess one is in test_mask2image_synthesize)."""
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,16 @@ from lesion_train.mask2image import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convs run far faster single-threaded on a shared, loaded CPU; restored afterwards
+    because the trainer's ``threads`` option sets the process-wide count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 TINY = dict(resolution=32, phantom_count=24, batch_size=2, ngf=4, ndf=4, n_blocks=1, tick_kimg=0.004,
             snapshot_ticks=1, grid_size=4, threads=1)
 
@@ -57,7 +64,6 @@ def test_lr_is_constant_then_decays_linearly_to_zero():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_one_step_of_every_arch_updates_both_networks(arch):
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     config = Mask2ImageConfig(arch=arch, **{k: v for k, v in TINY.items() if k not in ("threads",)})
     trainer = Mask2ImageTrainer(config, num_classes=3, env=DistEnv())
     before_g = [p.detach().clone() for p in trainer.G.parameters()]
@@ -93,15 +99,21 @@ def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed.final_grid.is_file()
 
 
-def test_train_app_smoke(tmp_path):
-    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, str(ROOT / "apps/mask2image_train"), "--arch", "spade", "--resolution", "32",
-            "--phantoms", "16", "--batch", "2", "--kimg", "0.004", "--tick-kimg", "0.002", "--ngf", "2",
-            "--ndf", "4", "--run-root", str(tmp_path / "runs")]
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "grid (label map | real | synthesized)" in done.stdout
-    assert "VGG19 perceptual loss is off" in done.stderr
+def test_train_app_smoke(tmp_path, monkeypatch):
+    # In-process (the synthesize app test covers the subprocess path); a second interpreter would
+    # pay torch's import again.
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path / "cache"))
+    args = ["--arch", "spade", "--resolution", "32", "--phantoms", "16", "--batch", "2", "--kimg", "0.004",
+            "--tick-kimg", "0.002", "--ngf", "2", "--ndf", "4", "--threads", "1", "--run-root", str(tmp_path / "runs")]
+    result = CliRunner().invoke(load_app("mask2image_train").main, args)
+    assert result.exit_code == 0, result.output
+    assert "grid (label map | real | synthesized)" in result.output
+    assert "VGG19 perceptual loss is off" in result.output
+    run_dir = Path(result.output.split("run: ")[1].splitlines()[0])
+    assert runs.read_options(run_dir)["resolved"]["gan_mode"] == "hinge"
+    more = CliRunner().invoke(load_app("mask2image_train").main, ["--resume", str(run_dir), "--kimg", "0.006"])
+    assert more.exit_code == 0, more.output
+    assert [r["kimg"] for r in runs.JsonlLog(run_dir / runs.LOG_NAME).read()] == [0.002, 0.004, 0.006]
 
 
 def load_app(name):
@@ -135,7 +147,6 @@ def test_mask_deform_app_writes_variants_and_preview(tmp_path):
 
 def test_local_enhancer_starts_from_the_global_model_and_can_keep_it_fixed(tmp_path):
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     small = dict(resolution=64, batch_size=1, ngf=4, ndf=4, n_blocks=1, feat_num=0)
     global_g = Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_blocks=1))
     global_g.save_pretrained(tmp_path / "global")
