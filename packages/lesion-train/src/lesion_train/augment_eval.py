@@ -1,0 +1,482 @@
+"""Does synthesis help? Downstream classifier AUC with and without synthetic training images.
+
+For every classifier architecture, condition and seed, a classifier is trained on the real
+training split alone (ratio 0) or on it plus ``ratio x n_real`` synthetic images (drawn in the
+real class proportions), or, with ``balance``, plus just enough synthetic images to give every
+class as many training images as the largest one. Every trial is scored on the same real
+held-out test split with the ISIC-2017 protocol (melanoma / SK-vs-rest AUC, their mean, balanced
+accuracy). Synthetic images are only ever appended to the training split: validation (early
+stopping) and test sets are real and fixed by ``split_seed`` for every condition and seed, so
+conditions are compared paired by seed.
+
+Experiment directory (``runs/<stamp>-augment_eval/``)::
+
+    training_options.json     the resolved AugmentEvalConfig
+    splits.npz                real store indices of train / val / test
+    grids/real.png, grids/synthetic.png
+    trials/<arch>-<condition>-s<seed>/   one classifier run (lesion_train.classifier layout)
+        result.json           test scores with 95% CIs; test_predictions.npz
+    results.jsonl             one line per finished trial (resume skips these)
+    table.md, table.json      mean and 95% CI over seeds; paired difference to real-only
+    auc_vs_ratio.png          mean test AUC against synthetic ratio, one line per classifier
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lesion_data import CLASS_NAMES
+from lesion_data.store import PreparedStore, StoreError
+from lesion_metrics.auc import isic2017_scores, mean_ci
+from lesion_models.classifier import ARCHITECTURES
+from PIL import Image, ImageDraw
+
+from lesion_train import runs
+from lesion_train.classifier import ClassifierTrainConfig, predict, train_classifier
+
+BALANCE = "balance"
+
+
+@dataclasses.dataclass
+class AugmentEvalConfig:
+    data: str | None = None  # prepared store; None = the built-in phantom store
+    phantom_n: int = 2000
+    resolution: int = 32
+    # A prepared store, a folder with one subfolder per class, a CSV (image,label), a
+    # class-conditional generator (model, snapshot or run directory), or "phantom:SEED".
+    synthetic: str = "phantom:1"
+    ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    balance: bool = False  # add a condition using synthesis only to balance the classes
+    classifiers: tuple[str, ...] = ("resnet18",)
+    seeds: int = 3
+    test_fraction: float = 0.3
+    val_fraction: float = 0.1
+    real_train: int = 0  # > 0: keep only this many real training images (stratified), to study scarcity
+    split_seed: int = 0
+    test_data: str | None = None  # a separate real store to test on instead of a split
+    n_boot: int = 1000
+    out: str = "runs"
+    name: str = "augment_eval"
+    train: ClassifierTrainConfig = dataclasses.field(default_factory=ClassifierTrainConfig)
+
+    def __post_init__(self):
+        self.ratios, self.classifiers = tuple(float(r) for r in self.ratios), tuple(self.classifiers)
+        if isinstance(self.train, dict):
+            self.train = ClassifierTrainConfig(**self.train)
+        if any(r < 0 for r in self.ratios) or (not self.ratios and not self.balance):
+            raise ValueError(f"ratios must be >= 0 (got {self.ratios}), or ask for balance")
+        if not 0 < self.test_fraction < 1 or not 0 < self.val_fraction < 1 - self.test_fraction:
+            raise ValueError("need 0 < test_fraction, 0 < val_fraction, test_fraction + val_fraction < 1")
+        unknown = [a for a in self.classifiers if a not in ARCHITECTURES]
+        if unknown or not self.classifiers:
+            raise ValueError(f"classifiers {unknown or '(none)'}: choose from {', '.join(ARCHITECTURES)}")
+        if self.seeds < 1:
+            raise ValueError("seeds must be >= 1")
+
+    @property
+    def conditions(self) -> list[str]:
+        return [f"r{r:g}" for r in self.ratios] + ([BALANCE] if self.balance else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data and its split.
+
+
+def split_indices(labels: np.ndarray, test_fraction: float, val_fraction: float, real_train: int,
+                  seed: int, with_test: bool = True) -> dict[str, np.ndarray]:
+    """Stratified, disjoint train / val / test indices (sorted); the same for every condition."""
+    rng = np.random.default_rng([seed, 7])
+    parts = {"train": [], "val": [], "test": []}
+    for k in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        n_test = round(len(members) * test_fraction) if with_test else 0
+        n_val = max(1, round(len(members) * val_fraction))
+        parts["test"].append(members[:n_test])
+        parts["val"].append(members[n_test : n_test + n_val])
+        parts["train"].append(members[n_test + n_val :])
+    split = {name: np.sort(np.concatenate(p)).astype(np.int64) for name, p in parts.items()}
+    if real_train > 0 and real_train < len(split["train"]):
+        train = split["train"]
+        # Stratified subsample: the same fraction of every class, at least one of each.
+        keep = []
+        for k in np.unique(labels[train]):
+            members = rng.permutation(train[labels[train] == k])
+            keep.append(members[: max(1, round(len(members) * real_train / len(train)))])
+        split["train"] = np.sort(np.concatenate(keep))
+    return split
+
+
+def open_real(config: AugmentEvalConfig) -> PreparedStore:
+    if config.data is None:
+        from lesion_data.phantom import phantom_store
+
+        return PreparedStore(phantom_store(resolution=config.resolution, n=config.phantom_n, seed=0))
+    store = PreparedStore(config.data)
+    if config.resolution not in store.resolutions:
+        raise StoreError(f"{store.path}: no {config.resolution}px level (has {store.resolutions})")
+    return store
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic sources: each draws ``counts[k]`` uint8 NHWC images of class k at the resolution.
+
+
+def resize_uint8(images: torch.Tensor, resolution: int) -> np.ndarray:
+    """(N, 3, H, W) float in [-1, 1] -> uint8 (N, R, R, 3); area when shrinking, bilinear otherwise."""
+    if images.shape[-1] != resolution:
+        mode = "area" if images.shape[-1] > resolution else "bilinear"
+        images = F.interpolate(images.float(), size=(resolution, resolution), mode=mode)
+    return runs.to_uint8(images).permute(0, 2, 3, 1).numpy()
+
+
+class PoolSource:
+    """Draws from a fixed pool of synthetic images (store, folder or CSV), without replacement
+    while the pool lasts."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, origin: str):
+        self.images, self.labels, self.origin = images, np.asarray(labels, np.int64), origin
+
+    def draw(self, counts, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([seed, 11])
+        chosen = []
+        for k, count in enumerate(counts):
+            if count == 0:
+                continue
+            pool = np.flatnonzero(self.labels == k)
+            if len(pool) == 0:
+                raise ValueError(f"{self.origin}: no synthetic images of class {CLASS_NAMES[k] if k < 3 else k}")
+            if count > len(pool):
+                warnings.warn(f"{self.origin}: {count} images of class {k} wanted, {len(pool)} available; "
+                              "drawing with replacement", stacklevel=2)
+            chosen.append(rng.choice(pool, count, replace=count > len(pool)))
+        index = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        return np.asarray(self.images[np.sort(index)]), self.labels[np.sort(index)]
+
+
+class GeneratorSource:
+    """A class-conditional generator ``G(z, labels) -> [-1, 1]`` with ``z_dim``, ``num_classes``."""
+
+    def __init__(self, generator: torch.nn.Module, resolution: int, device: torch.device, origin: str,
+                 batch_size: int = 64):
+        for attribute in ("z_dim", "num_classes"):
+            if not hasattr(generator, attribute):
+                raise ValueError(f"{origin}: generator has no attribute {attribute!r}")
+        if not generator.num_classes:
+            raise ValueError(f"{origin}: generator is unconditional; a class-conditional one is needed")
+        self.generator, self.resolution, self.device = generator.eval().to(device), resolution, device
+        self.origin, self.batch_size = origin, batch_size
+
+    @torch.no_grad()
+    def draw(self, counts, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(len(counts)), counts).astype(np.int64)
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for lo in range(0, len(labels), self.batch_size):
+            y = torch.from_numpy(labels[lo : lo + self.batch_size])
+            z = torch.randn(len(y), self.generator.z_dim, generator=gen)
+            out.append(resize_uint8(self.generator(z.to(self.device), y.to(self.device)).cpu(), self.resolution))
+        images = np.concatenate(out) if out else np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
+        return images, labels
+
+
+class PhantomSource:
+    """Fresh phantoms from ``lesion_data.phantom`` with another seed: an *oracle* generator that
+    samples the true data distribution (an upper bound for what a perfect GAN could add)."""
+
+    def __init__(self, seed: int, resolution: int):
+        self.seed, self.resolution, self.origin = seed, resolution, f"phantom:{seed}"
+
+    def draw(self, counts, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from lesion_data.phantom import generate_phantoms
+
+        k = len(counts)
+        # Balanced phantoms have label index % 3, so a block of 3 * max(counts) holds enough of each class.
+        n = k * max(max(counts), 1)
+        images, _, labels = generate_phantoms(n, self.resolution, self.seed * 1000 + seed, balanced=True)
+        index = np.concatenate([np.flatnonzero(labels == c)[:count] for c, count in enumerate(counts)])
+        index = np.sort(index)
+        return images[index], labels[index]
+
+
+def _class_index(value: str, class_names) -> int:
+    value = value.strip()
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    if value.lower() in class_names:
+        return class_names.index(value.lower())
+    raise ValueError(f"label {value!r} is neither a class index nor one of {class_names}")
+
+
+def _decode(paths: list[Path], resolution: int) -> np.ndarray:
+    from lesion_data.preprocess import Task, process
+
+    return np.stack([process(Task(p, None, resolution, 0.0))[0] for p in paths]) if paths else np.zeros(
+        (0, resolution, resolution, 3), np.uint8)
+
+
+def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: str | torch.device = "cpu"):
+    """A synthetic source from its command-line spelling (see AugmentEvalConfig.synthetic)."""
+    class_names = tuple(class_names)
+    if spec.startswith("phantom:"):
+        return PhantomSource(int(spec.split(":", 1)[1]), resolution)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix.lower() == ".csv":
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or not {"image", "label"} <= set(rows[0]):
+            raise ValueError(f"{path}: a synthetic CSV needs columns image,label")
+        paths = [(path.parent / row["image"]) for row in rows]
+        labels = [_class_index(row["label"], class_names) for row in rows]
+        return PoolSource(_decode(paths, resolution), np.array(labels), str(path))
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: synthetic source not found (folder, CSV, store, generator or phantom:SEED)")
+    if (path / "manifest.json").is_file():
+        store = PreparedStore(path)
+        if resolution not in store.resolutions:
+            raise StoreError(f"{path}: no {resolution}px level (has {store.resolutions})")
+        return PoolSource(np.asarray(store.images(resolution)), store.labels, str(path))
+    model_dir = _generator_dir(path)
+    if model_dir is not None:
+        from lesion_models import load_pretrained
+
+        device = torch.device(device)
+        return GeneratorSource(load_pretrained(model_dir, device), resolution, device, str(model_dir))
+    from lesion_data.readers import open_source
+
+    source = open_source(path, "folder")
+    if not source.class_names:
+        raise ValueError(f"{path}: synthetic images must sit in one subfolder per class ({', '.join(class_names)})")
+    if source.problems:
+        raise ValueError(f"{len(source.problems)} problem(s) in {path}, first: {source.problems[0]}")
+    names = [_class_index(name, class_names) for name in source.class_names]
+    labels = np.array([names[r.label] for r in source.records])
+    return PoolSource(_decode([r.image for r in source.records], resolution), labels, str(path))
+
+
+def _generator_dir(path: Path) -> Path | None:
+    """A model directory, or the EMA generator of a snapshot or of a run's newest snapshot."""
+    if (path / "config.json").is_file():
+        return path
+    snapshot = path if (path / runs.STATE_NAME).is_file() else runs.latest_snapshot(path)
+    if snapshot is not None:
+        for name in ("G_ema", "G"):
+            if (snapshot / name / "config.json").is_file():
+                return snapshot / name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment.
+
+
+def synthetic_counts(train_labels: np.ndarray, condition: str, num_classes: int) -> list[int]:
+    counts = np.bincount(train_labels, minlength=num_classes)
+    if condition == BALANCE:
+        return [int(counts.max() - c) for c in counts]
+    ratio = float(condition[1:])
+    return [int(round(ratio * c)) for c in counts]
+
+
+def trial_data(real_images: np.ndarray, real_labels: np.ndarray, split: dict, source, condition: str,
+               seed: int, num_classes: int, test_images=None, test_labels=None) -> dict:
+    """Everything one trial sees. Synthetic rows are appended to the training split only;
+    ``train_origin`` holds each training row's real store index, or -1 for a synthetic row."""
+    train_idx = split["train"]
+    counts = synthetic_counts(real_labels[train_idx], condition, num_classes)
+    if sum(counts):
+        synth_images, synth_labels = source.draw(counts, seed)
+    else:
+        synth_images = np.zeros((0, *real_images.shape[1:]), np.uint8)
+        synth_labels = np.zeros(0, np.int64)
+    if test_images is None:
+        test_images, test_labels = real_images[split["test"]], real_labels[split["test"]]
+    return {
+        "train_images": np.concatenate([real_images[train_idx], synth_images]),
+        "train_labels": np.concatenate([real_labels[train_idx], synth_labels]),
+        "train_origin": np.concatenate([train_idx, np.full(len(synth_labels), -1, np.int64)]),
+        "val_images": real_images[split["val"]], "val_labels": real_labels[split["val"]],
+        "test_images": test_images, "test_labels": test_labels,
+        "n_synthetic": len(synth_labels),
+    }
+
+
+def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progress: bool = True) -> Path:
+    """Run (or resume) every trial, then write the table and the plot. Returns the experiment dir."""
+    from tqdm import tqdm
+
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / runs.OPTIONS_NAME).is_file():
+            raise runs.ResumeError(f"{run_dir}: not an augment_eval experiment (no {runs.OPTIONS_NAME})")
+        config = AugmentEvalConfig(**runs.read_options(run_dir))
+    else:
+        run_dir = runs.create_run_dir(config.out, config.name)
+        runs.write_options(run_dir, config)
+
+    store = open_real(config)
+    class_names = tuple(store.class_names)
+    real_images = np.asarray(store.images(config.resolution))
+    real_labels = np.asarray(store.labels)
+    if (real_labels < 0).any():
+        raise StoreError(f"{store.path}: {(real_labels < 0).sum()} images have no label; a labelled store is needed")
+    test_images = test_labels = None
+    if config.test_data:
+        test_store = PreparedStore(config.test_data)
+        test_images, test_labels = np.asarray(test_store.images(config.resolution)), np.asarray(test_store.labels)
+    split = split_indices(real_labels, config.test_fraction, config.val_fraction, config.real_train,
+                          config.split_seed, with_test=test_images is None)
+    np.savez(run_dir / "splits.npz", **split)
+    source = open_synthetic(config.synthetic, config.resolution, class_names, config.train.device
+                            if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    results_path = run_dir / "results.jsonl"
+    done = {(r["classifier"], r["condition"], r["seed"]) for r in runs.JsonlLog(results_path).read()}
+    trials = [(a, c, s) for a in config.classifiers for c in config.conditions for s in range(config.seeds)]
+    for arch, condition, seed in tqdm(trials, desc="augment_eval trials", disable=not progress):
+        if (arch, condition, seed) in done:
+            continue
+        data = trial_data(real_images, real_labels, split, source, condition, seed, len(class_names),
+                          test_images, test_labels)
+        if arch == trials[0][0] and seed == 0:
+            _save_grids(run_dir, data, condition)
+        trial_dir = run_dir / "trials" / f"{arch}-{condition}-s{seed}"
+        train_config = dataclasses.replace(config.train, arch=arch, seed=seed, resolution=config.resolution,
+                                           class_names=class_names)
+        model, summary = train_classifier(train_config, trial_dir, data["train_images"], data["train_labels"],
+                                          data["val_images"], data["val_labels"], progress=progress)
+        probabilities = predict(model, data["test_images"], next(model.parameters()).device,
+                                train_config.eval_batch_size)
+        scores = isic2017_scores(data["test_labels"], probabilities, n_boot=config.n_boot, seed=seed)
+        np.savez(trial_dir / "test_predictions.npz", probabilities=probabilities, labels=data["test_labels"])
+        record = {"classifier": arch, "condition": condition, "seed": seed, "n_real": int((data["train_origin"] >= 0).sum()),
+                  "n_synthetic": data["n_synthetic"], **summary, **scores}
+        runs.atomic_write_bytes(trial_dir / "result.json", (json.dumps(runs.to_jsonable(record), indent=2) + "\n").encode())
+        runs.JsonlLog(results_path).append(record)
+
+    summarise(run_dir, config)
+    return run_dir
+
+
+def _save_grids(run_dir: Path, data: dict, condition: str) -> None:
+    """Sample grids a person can compare by eye: real training images and synthetic ones."""
+    def grid(images: np.ndarray, name: str) -> None:
+        if len(images) and not (run_dir / "grids" / name).exists():
+            t = torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            runs.save_image_grid(t, run_dir / "grids" / name, ncol=8)
+
+    origin = data["train_origin"]
+    grid(data["train_images"][origin >= 0], "real.png")
+    grid(data["train_images"][origin < 0], "synthetic.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: table and plot.
+
+_METRICS = ("auc_mean", "auc_melanoma", "auc_seborrheic_keratosis", "balanced_accuracy")
+
+
+def summarise(run_dir: Path, config: AugmentEvalConfig) -> list[dict]:
+    records = runs.JsonlLog(Path(run_dir) / "results.jsonl").read()
+    rows = []
+    for arch in config.classifiers:
+        baseline = {r["seed"]: r["auc_mean"] for r in records if r["classifier"] == arch and r["condition"] == "r0"}
+        for condition in config.conditions:
+            trials = [r for r in records if r["classifier"] == arch and r["condition"] == condition]
+            if not trials:
+                continue
+            row = {"classifier": arch, "condition": condition, "seeds": len(trials),
+                   "n_real": trials[0]["n_real"], "n_synthetic": trials[0]["n_synthetic"]}
+            for metric in _METRICS:
+                # These scores live in [0, 1]; a t interval over few seeds can overshoot.
+                mean, lo, hi = mean_ci([r[metric] for r in trials])
+                row[metric] = (mean, max(0.0, lo), min(1.0, hi)) if not math.isnan(lo) else (mean, lo, hi)
+            paired = [r["auc_mean"] - baseline[r["seed"]] for r in trials if r["seed"] in baseline]
+            row["delta_auc_mean"] = mean_ci(paired) if paired and condition != "r0" else None
+            rows.append(row)
+    (Path(run_dir) / "table.json").write_text(json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
+    (Path(run_dir) / "table.md").write_text(format_table(rows))
+    plot_auc_vs_ratio(rows, Path(run_dir) / "auc_vs_ratio.png")
+    return rows
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    mean, lo, hi = value
+    if math.isnan(lo):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ("| classifier | condition | real + synthetic | mean AUC (mel, SK) | melanoma AUC | SK AUC "
+            "| balanced acc. | Δ mean AUC vs real only |\n|---|---|---|---|---|---|---|---|\n")
+    lines = [
+        f"| {r['classifier']} | {_condition_label(r['condition'])} | {r['n_real']} + {r['n_synthetic']} | "
+        f"{_fmt(r['auc_mean'])} | {_fmt(r['auc_melanoma'])} | {_fmt(r['auc_seborrheic_keratosis'])} | "
+        f"{_fmt(r['balanced_accuracy'])} | {_fmt(r['delta_auc_mean'])} |"
+        for r in rows
+    ]
+    note = ("\nMean over seeds with its 95% Student-t interval; Δ is paired by seed against the real-only "
+            "run (ratio 0) of the same classifier. All scores on the real held-out test split.\n")
+    return head + "\n".join(lines) + "\n" + note
+
+
+def _condition_label(condition: str) -> str:
+    return "balance classes" if condition == BALANCE else f"ratio {condition[1:]}"
+
+
+_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+
+
+def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
+    """Mean test AUC (with the seed CI as error bars) against synthetic ratio, per classifier."""
+    points = [r for r in rows if r["condition"] != BALANCE]
+    width, height = size
+    left, right, top, bottom = 70, 150, 30, 50
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    if points:
+        xs = [float(r["condition"][1:]) for r in points]
+        values = [v for r in points for v in r["auc_mean"] if not math.isnan(v)]
+        x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+        y_lo, y_hi = min(values), max(values)
+        pad = max(0.01, (y_hi - y_lo) * 0.1)
+        y_lo, y_hi = max(0.0, y_lo - pad), min(1.0, y_hi + pad)
+        sx = lambda x: left + (x - x_lo) / (x_hi - x_lo) * (width - left - right)  # noqa: E731
+        sy = lambda y: top + (y_hi - y) / (y_hi - y_lo) * (height - top - bottom)  # noqa: E731
+        draw.rectangle([left, top, width - right, height - bottom], outline="black")
+        for i in range(5):
+            y = y_lo + (y_hi - y_lo) * i / 4
+            draw.line([left - 4, sy(y), left, sy(y)], fill="black")
+            draw.text((8, sy(y) - 6), f"{y:.3f}", fill="black")
+        for x in sorted(set(xs)):
+            draw.line([sx(x), height - bottom, sx(x), height - bottom + 4], fill="black")
+            draw.text((sx(x) - 8, height - bottom + 8), f"{x:g}", fill="black")
+        draw.text((left + 60, height - 20), "synthetic images per real training image", fill="black")
+        draw.text((left, 8), "test AUC (mean of melanoma & SK vs rest), 95% CI over seeds", fill="black")
+        for i, arch in enumerate(dict.fromkeys(r["classifier"] for r in points)):
+            colour = _COLOURS[i % len(_COLOURS)]
+            mine = sorted((float(r["condition"][1:]), r["auc_mean"]) for r in points if r["classifier"] == arch)
+            draw.line([(sx(x), sy(v[0])) for x, v in mine], fill=colour, width=2)
+            for x, (mean, lo, hi) in mine:
+                if not math.isnan(lo):
+                    draw.line([sx(x), sy(lo), sx(x), sy(hi)], fill=colour, width=1)
+                    draw.line([sx(x) - 4, sy(lo), sx(x) + 4, sy(lo)], fill=colour)
+                    draw.line([sx(x) - 4, sy(hi), sx(x) + 4, sy(hi)], fill=colour)
+                draw.ellipse([sx(x) - 3, sy(mean) - 3, sx(x) + 3, sy(mean) + 3], fill=colour)
+            draw.line([width - right + 12, top + 10 + 18 * i, width - right + 32, top + 10 + 18 * i], fill=colour, width=3)
+            draw.text((width - right + 38, top + 4 + 18 * i), arch, fill="black")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+    return path

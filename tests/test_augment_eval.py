@@ -1,0 +1,157 @@
+"""The augment_eval experiment: splits, synthetic sources, the held-out guarantee, and the app."""
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesion_data.phantom import generate_phantoms
+from lesion_models import Pretrained, register
+from lesion_train import augment_eval as ae
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_split_is_stratified_disjoint_and_scarce_on_request():
+    labels = np.array([0] * 70 + [1] * 20 + [2] * 10)
+    split = ae.split_indices(labels, 0.3, 0.1, real_train=0, seed=0)
+    sets = [set(split[k]) for k in ("train", "val", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert sum(map(len, sets)) == 100
+    assert list(np.bincount(labels[split["test"]])) == [21, 6, 3]
+    scarce = ae.split_indices(labels, 0.3, 0.1, real_train=20, seed=0)
+    np.testing.assert_array_equal(scarce["test"], split["test"])  # scarcity never moves the test split
+    assert set(scarce["train"]) <= sets[0] and len(scarce["train"]) == 20
+    assert all(np.bincount(labels[scarce["train"]], minlength=3) > 0)
+
+
+def test_synthetic_counts_follow_ratio_or_fill_to_the_largest_class():
+    labels = np.array([0] * 100 + [1] * 30 + [2] * 20)
+    assert ae.synthetic_counts(labels, "r0.5", 3) == [50, 15, 10]
+    assert ae.synthetic_counts(labels, "r0", 3) == [0, 0, 0]
+    assert ae.synthetic_counts(labels, ae.BALANCE, 3) == [0, 70, 80]
+
+
+def test_held_out_split_never_receives_synthetic_images():
+    real, _, labels = generate_phantoms(90, 32, seed=5)
+    marker = np.full((300, 32, 32, 3), 7, np.uint8)  # no phantom is a flat 7-valued square
+    source = ae.PoolSource(marker, np.arange(300) % 3, "marker")
+    split = ae.split_indices(labels, 0.3, 0.1, 0, seed=1)
+    seen_tests = []
+    for condition in ("r0", "r2", ae.BALANCE):
+        data = ae.trial_data(real, labels, split, source, condition, seed=0, num_classes=3)
+        is_marker = (data["train_images"] == 7).all(axis=(1, 2, 3))
+        np.testing.assert_array_equal(is_marker, data["train_origin"] < 0)
+        assert is_marker.sum() == data["n_synthetic"] == sum(ae.synthetic_counts(labels[split["train"]], condition, 3))
+        np.testing.assert_array_equal(data["test_images"], real[split["test"]])
+        np.testing.assert_array_equal(data["val_images"], real[split["val"]])
+        assert not (data["test_images"] == 7).all(axis=(1, 2, 3)).any()
+        assert not set(data["train_origin"][data["train_origin"] >= 0]) & set(split["test"])
+        seen_tests.append(data["test_labels"])
+    assert all((t == seen_tests[0]).all() for t in seen_tests)
+
+
+def test_folder_and_csv_sources(tmp_path):
+    colours = {"nevus": 40, "melanoma": 120, "seborrheic_keratosis": 200}
+    for name, value in colours.items():
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (48, 40), (value, value, value)).save(tmp_path / "folder" / name / f"{i}.png")
+    source = ae.open_synthetic(str(tmp_path / "folder"), 16)
+    images, labels = source.draw([2, 1, 3], seed=0)
+    assert images.shape == (6, 16, 16, 3) and list(np.bincount(labels)) == [2, 1, 3]
+    for image, label in zip(images, labels, strict=True):
+        assert (image == list(colours.values())[label]).all()  # each image kept its class
+    rows = "image,label\n" + "".join(f"folder/melanoma/{i}.png,melanoma\nfolder/nevus/{i}.png,0\n" for i in range(3))
+    (tmp_path / "synth.csv").write_text(rows)
+    source = ae.open_synthetic(str(tmp_path / "synth.csv"), 16)
+    images, labels = source.draw([1, 2, 0], seed=1)
+    assert sorted(labels) == [0, 1, 1] and (images[labels == 1] == 120).all() and (images[labels == 0] == 40).all()
+    with pytest.raises(ValueError, match="no synthetic images of class seborrheic"):
+        source.draw([0, 0, 1], seed=0)
+    with pytest.raises(FileNotFoundError, match="synthetic source not found"):
+        ae.open_synthetic(str(tmp_path / "nowhere"), 16)
+
+
+@dataclass
+class TinyGeneratorConfig:
+    z_dim: int = 4
+    num_classes: int = 3
+    resolution: int = 8
+
+
+@register
+class TinyConditionalGenerator(torch.nn.Module, Pretrained):
+    """Stand-in for a class-conditional PGGAN: G(z, labels) -> [-1, 1] images; class k paints
+    every pixel (k - 1) so the test can read the label back from the image."""
+
+    config_class = TinyGeneratorConfig
+
+    def __init__(self, config):
+        super().__init__()
+        self.config, self.z_dim, self.num_classes, self.resolution = config, config.z_dim, config.num_classes, config.resolution
+        self.scale = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, z, labels):
+        level = (labels.float() - 1).view(-1, 1, 1, 1) + self.scale * z[:, :1, None, None]
+        return level.expand(-1, 3, self.resolution, self.resolution)
+
+
+def test_generator_source_from_model_or_run_directory(tmp_path):
+    generator = TinyConditionalGenerator(TinyGeneratorConfig())
+    generator.save_pretrained(tmp_path / "run" / "snapshots" / "000010" / "G_ema")
+    (tmp_path / "run" / "snapshots" / "000010" / "training_state.pt").write_bytes(b"")
+    for spec in (tmp_path / "run" / "snapshots" / "000010" / "G_ema", tmp_path / "run"):
+        source = ae.open_synthetic(str(spec), 32)
+        images, labels = source.draw([2, 0, 3], seed=4)
+        assert images.shape == (5, 32, 32, 3) and list(labels) == [0, 0, 2, 2, 2]
+        np.testing.assert_array_equal(images[:, 0, 0, 0], [0, 0, 255, 255, 255])
+    unconditional = TinyConditionalGenerator(TinyGeneratorConfig(num_classes=0))
+    with pytest.raises(ValueError, match="unconditional"):
+        ae.open_synthetic(str(unconditional.save_pretrained(tmp_path / "uncond")), 32)
+
+
+def _app(*args, env):
+    return subprocess.run([sys.executable, str(ROOT / "apps" / "augment_eval"), *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def test_app_end_to_end_then_resume(tmp_path):
+    import os
+
+    # One intra-op thread: on a shared, oversubscribed CPU two run several times slower.
+    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    tiny = ["--phantom-n", "96", "--real-train", "24", "--ratios", "0,1", "--balance", "--seeds", "1",
+            "--kimg", "0.016", "--batch-size", "8", "--eval-every-kimg", "0.008", "--out", str(tmp_path / "runs")]
+    done = _app(*tiny, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert {(r["condition"], r["seed"]) for r in records} == {("r0", 0), ("r1", 0), ("balance", 0)}
+    split = np.load(run / "splits.npz")
+    assert not set(split["test"]) & (set(split["train"]) | set(split["val"]))
+    assert all(r["n"] == len(split["test"]) for r in records)  # every trial is scored on the real test split
+    assert {r["n_synthetic"] for r in records if r["condition"] == "r1"} == {24}
+    table = (run / "table.md").read_text()
+    assert "balance classes" in table and "ratio 1" in table and table in done.stdout
+    assert Image.open(run / "auc_vs_ratio.png").size == (640, 420)
+    assert (run / "grids" / "synthetic.png").is_file()
+
+    (run / "table.md").unlink()
+    again = _app("--resume", str(run), env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len((run / "results.jsonl").read_text().splitlines()) == 3  # nothing retrained
+    assert (run / "table.md").read_text() == table
+
+
+def test_app_rejects_bad_options_in_one_line(tmp_path):
+    import os
+
+    done = _app("--classifiers", "vgg16", "--out", str(tmp_path), env=dict(os.environ))
+    assert done.returncode != 0 and "vgg16" in done.stderr and "Traceback" not in done.stderr
