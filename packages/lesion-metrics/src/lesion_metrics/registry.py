@@ -66,7 +66,7 @@ class ImageSource:
         def batches() -> Iterator[torch.Tensor]:
             for start in range(0, len(images), batch_size):
                 chunk = images[start:start + batch_size]
-                chunk = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2) if channels_last else chunk
+                chunk = torch.from_numpy(np.array(chunk)).permute(0, 3, 1, 2) if channels_last else chunk
                 yield chunk.contiguous()
 
         return cls(name, len(images), batches, cache_key)

@@ -1,0 +1,366 @@
+"""Evaluation orchestration behind ``uv run apps/evaluate``: real and generated image sources ->
+lesion-metrics -> table, JSON, ``metrics/<metric>.jsonl`` in a run directory, and an HTML report.
+
+- Real side: a prepared store (lesion-data), or any folder / ISIC / HAM10000 tree that lesion-data
+  reads, prepared once at the generated resolution and cached (so are its Inception features).
+- Generated side: a folder of images, a model directory saved with ``lesion_models.hub`` (samples
+  generated on the fly, seeded), or a run directory whose snapshots (``snapshots/<kimg>/G_ema``) are
+  evaluated in turn; already evaluated snapshots (same n, seed, metric) are skipped on a re-run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import hashlib
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from lesion_data.store import PreparedStore, StoreError, prepare_store
+from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
+from lesion_metrics.inception import default_cache_dir
+from lesion_models.hub import PretrainedLoadError, load_pretrained
+from lesion_train.distributed import choose_device
+from lesion_train.runs import JsonlLog, image_grid, list_snapshots
+
+DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
+
+
+class EvaluationError(RuntimeError):
+    """A one-line, user-facing problem with the inputs of an evaluation."""
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    generated: str  # folder of images, model directory, or run directory
+    real: str  # prepared store, or a folder / ISIC tree lesion-data reads
+    metrics: tuple[str, ...] = ()  # empty: every metric that can run
+    n: int = 10000  # generated images per model (and at most this many real ones)
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 32
+    resolution: int = 0  # 0: the generator's, or the generated images' size
+    inception_weights: str | None = None
+    domain_classifier: str | None = None
+    cache_dir: str | None = None
+    output: str | None = None  # JSON file with every record
+    report: str | None = None  # directory for the HTML report
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def _cache_root(config: EvaluateConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
+def _tree_fingerprint(path: Path) -> str:
+    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
+
+
+def open_store(path: Path, resolution: int, cache: Path, progress: bool) -> PreparedStore:
+    """A prepared store as is, else the folder prepared at ``resolution`` into ``cache`` (keyed by the
+    folder's file list, sizes and times, so a dataset is prepared once)."""
+    if not path.exists():
+        raise EvaluationError(f"{path}: does not exist")
+    if (path / "manifest.json").is_file():
+        try:
+            return PreparedStore(path)
+        except StoreError as error:
+            raise EvaluationError(str(error)) from None
+    if not path.is_dir():
+        raise EvaluationError(f"{path}: neither a prepared store nor a folder of images")
+    out = cache / "stores" / f"{_tree_fingerprint(path)}-{resolution}"
+    if out.is_dir():
+        return PreparedStore(out)
+    try:
+        prepare_store(path, out, resolution, progress=progress)
+        return PreparedStore(out)
+    except StoreError as error:  # includes PrepareError with one line per bad file
+        problems = getattr(error, "problems", [])
+        detail = f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "") if problems else ""
+        raise EvaluationError(f"{path}: {error}{detail}") from None
+    except (ValueError, OSError) as error:
+        raise EvaluationError(f"{path}: {error}") from None
+
+
+def store_source(store: PreparedStore, resolution: int, limit: int, name: str, batch_size: int) -> ImageSource:
+    if resolution not in store.resolutions:
+        raise EvaluationError(f"{store.path}: has no {resolution} px level (has {store.resolutions}); "
+                              f"prepare the real data at {resolution} px or more")
+    images = store.images(resolution)[:limit]
+    key = f"{store.manifest.get('content_hash', store.path)}:{resolution}"
+    return ImageSource.from_array(images, name, batch_size, cache_key=key)
+
+
+def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: int, device: torch.device,
+                     name: str = "generated") -> ImageSource:
+    """``n`` samples of ``G(z, labels)`` as uint8, the same ones on every pass (seeded per batch);
+    conditional generators get the classes in turn (balanced)."""
+    num_classes = int(getattr(generator, "num_classes", 0) or 0)
+
+    def batches() -> Iterator[torch.Tensor]:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                count = min(batch_size, n - start)
+                g = torch.Generator().manual_seed(seed * 1_000_003 + start)
+                z = torch.randn(count, generator.z_dim, generator=g).to(device)
+                labels = (torch.arange(start, start + count) % num_classes).to(device) if num_classes else None
+                images = generator(z, labels)
+                yield ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+    return ImageSource(name, n, batches)
+
+
+def load_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+    try:
+        model = load_pretrained(directory, device)
+    except PretrainedLoadError as error:
+        raise EvaluationError(str(error)) from None
+    for attribute in ("z_dim", "resolution"):
+        if not hasattr(model, attribute):
+            raise EvaluationError(f"{directory}: {type(model).__name__} is not a generator (no {attribute})")
+    return model.eval()
+
+
+def load_domain_extractor(directory: str, device: torch.device) -> FeatureExtractor:
+    """A lesion classifier (``forward(x in [-1, 1]) -> logits``) as a feature extractor: the input of
+    its last linear layer (the penultimate features), fed uint8 batches."""
+    try:
+        model = load_pretrained(directory, device)
+    except PretrainedLoadError as error:
+        raise EvaluationError(str(error)) from None
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not heads:
+        raise EvaluationError(f"{directory}: {type(model).__name__} has no linear head to take features before")
+
+    class PenultimateFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model.eval()
+
+        def forward(self, images):
+            captured = []
+            hook = heads[-1].register_forward_hook(lambda module, args, out: captured.append(args[0]))
+            try:
+                self.model(images.float() / 127.5 - 1)
+            finally:
+                hook.remove()
+            return {"features": captured[0].flatten(1)}
+
+    weights = Path(directory) / "model.safetensors"  # retrained in place -> new cache key
+    digest = hashlib.sha1(f"{weights.resolve()}:{weights.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    return FeatureExtractor(f"classifier-{digest}", PenultimateFeatures())
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _targets(config: EvaluateConfig) -> tuple[str, list[tuple[str, int | None, object]]]:
+    """('run' | 'model' | 'folder', [(label, kimg, generator dir or folder)])."""
+    path = Path(config.generated)
+    if not path.exists():
+        raise EvaluationError(f"{path}: does not exist")
+    if (path / "snapshots").is_dir():
+        snapshots = list_snapshots(path)
+        if not snapshots:
+            raise EvaluationError(f"{path}: run directory without complete snapshots")
+        return "run", [(s.name, int(s.name), s / "G_ema") for s in snapshots]
+    if (path / "config.json").is_file():
+        return "model", [(path.name, None, path)]
+    if path.is_dir():
+        return "folder", [(path.name, None, path)]
+    raise EvaluationError(f"{path}: not a folder, model directory or run directory")
+
+
+def _already_done(run_dir: Path, metric: str, label: str, n: int, seed: int) -> dict | None:
+    path = run_dir / "metrics" / f"{metric}.jsonl"
+    if not path.is_file():
+        return None
+    for record in JsonlLog(path).read():
+        if record.get("snapshot") == label and record.get("n") == n and record.get("seed") == seed:
+            return record
+    return None
+
+
+def evaluate(config: EvaluateConfig) -> list[dict]:
+    """Evaluate every target; returns one record per (target, metric)."""
+    for name in config.metrics:
+        if name not in list_metrics():
+            raise EvaluationError(f"unknown metric {name!r}; valid: {', '.join(list_metrics())}")
+    if config.n < 1:
+        raise EvaluationError(f"--n must be positive, got {config.n}")
+    device = choose_device(config.device)
+    cache = _cache_root(config)
+    kind, targets = _targets(config)
+    metrics = list(config.metrics or DEFAULT_METRICS)
+    domain = load_domain_extractor(config.domain_classifier, device) if config.domain_classifier else None
+    records: list[dict] = []
+    samples: dict[str, torch.Tensor] = {}
+    real_store = None
+    for label, kimg, target in targets:
+        pending = [m for m in metrics if kind != "run" or _already_done(Path(config.generated), m, label, config.n, config.seed) is None]
+        records += [dict(r, reused=True) for m in metrics if kind == "run"
+                    and (r := _already_done(Path(config.generated), m, label, config.n, config.seed)) is not None]
+        if not pending:
+            continue
+        if kind == "folder":
+            # Generated folders are prepared like real data (square crop, area resize) into a
+            # temporary store that lives until the process ends.
+            scratch = Path(tempfile.mkdtemp(prefix="lesion-eval-"))
+            atexit.register(shutil.rmtree, scratch, True)
+            fake_store = open_store(Path(target), config.resolution or _first_image_size(Path(target)), scratch, config.progress)
+            resolution = config.resolution or fake_store.resolution
+            fake = store_source(fake_store, resolution, config.n, "generated", config.batch_size)
+        else:
+            generator = load_generator(Path(target), device)
+            resolution = config.resolution or int(generator.resolution)
+            if resolution != int(generator.resolution):
+                raise EvaluationError(f"{target}: generates {generator.resolution} px, not --resolution {resolution}")
+            fake = generator_source(generator, config.n, config.seed, config.batch_size, device)
+        if real_store is None:
+            real_store = open_store(Path(config.real), resolution, cache, config.progress)
+        real = store_source(real_store, resolution, config.n, "real", config.batch_size)
+        opts = MetricOptions(real, fake, device=str(device), seed=config.seed, inception_weights=config.inception_weights,
+                             cache_dir=str(cache), domain_extractor=domain, batch_size=config.batch_size,
+                             progress=config.progress)
+        samples.setdefault("real", next(iter(real.iterate(16))))
+        samples[label] = next(iter(fake.iterate(16)))
+        for metric in pending:
+            try:
+                record = calc_metric(metric, opts)
+            except NotEnoughImages as error:
+                if config.metrics:  # asked for by name: an error; by default: reported as not computed
+                    raise
+                record = {"metric": metric, "results": {}, "unavailable": str(error), "notes": []}
+            record.update(snapshot=label, kimg=kimg, n=config.n, seed=config.seed, resolution=resolution,
+                          generated=str(config.generated), real=str(config.real))
+            records.append(record)
+            if kind == "run":
+                (Path(config.generated) / "metrics").mkdir(exist_ok=True)
+                JsonlLog(Path(config.generated) / "metrics" / f"{metric}.jsonl").append(record)
+    if config.output:
+        _atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
+    if config.report:
+        write_report(Path(config.report), records, samples, kind)
+    return records
+
+
+def _first_image_size(folder: Path) -> int:
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}:
+            try:
+                with Image.open(path) as image:
+                    return min(image.size)
+            except OSError as error:
+                raise EvaluationError(f"{path}: unreadable image ({error})") from None
+    raise EvaluationError(f"{folder}: no images found")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presentation
+
+
+def format_table(records: list[dict]) -> str:
+    """One line per (target, result); unavailable metrics say why, notes follow the table."""
+    lines = [f"{'snapshot':<16} {'metric':<24} {'value':>12}"]
+    notes: list[str] = []
+    for r in records:
+        if r.get("unavailable"):
+            lines.append(f"{r['snapshot']:<16} {r['metric']:<24} {'n/a':>12}  ({r['unavailable']})")
+        for key, value in r["results"].items():
+            lines.append(f"{r['snapshot']:<16} {key:<24} {value:>12.4f}" + ("  (cached)" if r.get("reused") else ""))
+        notes += [n for n in r.get("notes", []) if n not in notes]
+    return "\n".join(lines + [f"note: {n}" for n in notes])
+
+
+def _curve_png(path: Path, title: str, points: list[tuple[int, float]]) -> None:
+    """A small line chart (metric against kimg) drawn with PIL."""
+    width, height, margin = 420, 260, 48
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys)
+    if math.isclose(y0, y1):
+        y0, y1 = y0 - 1, y1 + 1
+
+    def xy(x, y):
+        return (margin + (x - x0) / (x1 - x0) * (width - 2 * margin),
+                height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin))
+
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="#888")
+    draw.text((margin, 12), title, fill="black")
+    draw.text((4, margin - 6), f"{y1:.4g}", fill="black")
+    draw.text((4, height - margin - 6), f"{y0:.4g}", fill="black")
+    draw.text((margin, height - margin + 8), f"{x0} kimg", fill="black")
+    draw.text((width - margin - 40, height - margin + 8), f"{x1} kimg", fill="black")
+    pts = [xy(x, y) for x, y in points]
+    if len(pts) > 1:
+        draw.line(pts, fill="#1f77b4", width=2)
+    for px, py in pts:
+        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill="#1f77b4")
+    image.save(path)
+
+
+def write_report(directory: Path, records: list[dict], samples: dict[str, torch.Tensor], kind: str) -> Path:
+    """index.html with the metric table, real and generated grids side by side, and (run dirs)
+    every metric across snapshots as a PNG curve."""
+    directory.mkdir(parents=True, exist_ok=True)
+    grids = {}
+    for name, images in samples.items():
+        file = f"grid_{name}.png"
+        Image.fromarray(image_grid(images.float() / 127.5 - 1, ncol=4)).save(directory / file)
+        grids[name] = file
+    rows = []
+    for r in records:
+        if r.get("unavailable"):
+            rows.append((r["snapshot"], r["metric"], f"not computed: {r['unavailable']}"))
+        rows += [(r["snapshot"], key, f"{value:.4f}") for key, value in r["results"].items()]
+    curves = []
+    if kind == "run":
+        series: dict[str, list[tuple[int, float]]] = {}
+        for r in records:
+            for key, value in r["results"].items():
+                series.setdefault(key, []).append((r["kimg"], value))
+        for key, points in series.items():
+            if len(points) >= 1 and "baseline" not in key:
+                file = f"curve_{key}.png"
+                _curve_png(directory / file, key, sorted(points))
+                curves.append(file)
+    notes = sorted({n for r in records for n in r.get("notes", [])})
+    e = html.escape
+    table = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td></tr>" for a, b, c in rows)
+    latest = [k for k in grids if k != "real"][-1:] if len(grids) > 1 else []
+    grid_html = "".join(f"<figure><img src='{e(grids[k])}'><figcaption>{e(k)}</figcaption></figure>"
+                        for k in ["real"] + latest if k in grids)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lesion-gan evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+figure{{display:inline-block;margin:0 1em 1em 0}}img{{image-rendering:pixelated;max-width:420px}}</style></head><body>
+<h1>Evaluation</h1><table><tr><th>snapshot</th><th>metric</th><th>value</th></tr>{table}</table>
+{''.join(f'<p>note: {e(n)}</p>' for n in notes)}
+<h2>Samples: real and generated</h2>{grid_html}
+{'<h2>Training progress</h2>' + ''.join(f"<img src='{e(c)}'>" for c in curves) if curves else ''}
+</body></html>"""
+    _atomic_write_text(directory / "index.html", page)
+    return directory / "index.html"

@@ -1,0 +1,151 @@
+"""`uv run apps/evaluate` end to end (subprocess) and the evaluation orchestration in process."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesion_data.phantom import generate_phantoms, phantom_store
+from lesion_models.hub import Pretrained, register
+from lesion_models.pggan import PGGANConfig, PGGANGenerator
+from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ISIC = os.environ.get("LESION_SAMPLE_ISIC2017")
+
+
+def run_app(*args, cache):
+    env = dict(os.environ, LESION_GAN_CACHE=str(cache))
+    return subprocess.run([sys.executable, str(ROOT / "apps" / "evaluate"), *map(str, args), "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def real_store(cache):
+    return phantom_store(resolution=32, n=64, seed=0, root=cache)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory with two snapshots of a tiny PGGAN generator (different weights)."""
+    run = tmp_path_factory.mktemp("runs") / "20260101-000000-tiny"
+    for kimg, seed in ((0, 0), (4, 1)):
+        torch.manual_seed(seed)
+        PGGANGenerator(PGGANConfig(resolution=32, fmap_base=64, fmap_max=16)).save_pretrained(
+            run / "snapshots" / f"{kimg:06d}" / "G_ema")
+    return run
+
+
+def write_folder(folder: pathlib.Path, images: np.ndarray) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_run_directory_snapshots_jsonl_report_and_rerun(run_dir, real_store, cache, tmp_path):
+    report = tmp_path / "report"
+    args = (run_dir, real_store, "--metrics", "swd,msssim", "--n", "16", "--report", report, "--device", "cpu")
+    first = run_app(*args, cache=cache)
+    assert first.returncode == 0, first.stderr
+    assert "swd_avg" in first.stdout and "msssim_real" in first.stdout
+    lines = [json.loads(line) for line in (run_dir / "metrics" / "swd.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in lines] == [0, 4]
+    assert all(r["results"]["swd_avg"] > 0 and r["n"] == 16 for r in lines)
+    page = (report / "index.html").read_text()
+    assert "swd_avg" in page and "grid_real.png" in page and "curve_swd_avg.png" in page
+    assert Image.open(report / "curve_msssim.png").size == (420, 260)
+    # A re-run reuses what was measured with the same n and seed instead of appending duplicates.
+    again = run_app(*args, cache=cache)
+    assert again.returncode == 0, again.stderr
+    assert "(cached)" in again.stdout
+    assert len((run_dir / "metrics" / "swd.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.skipif(not ISIC or not pathlib.Path(ISIC).is_dir(), reason="LESION_SAMPLE_ISIC2017 not set")
+def test_folder_against_real_isic_sample_with_fid(cache, tmp_path):
+    images, _, _ = generate_phantoms(6, 64, seed=3)
+    generated = write_folder(tmp_path / "generated", images)
+    out = tmp_path / "result.json"
+    result = run_app(generated, ISIC, "--metrics", "fid,pr", "--n", "6", "--json", out, cache=cache)
+    assert result.returncode == 0, result.stderr
+    records = {r["metric"]: r for r in json.loads(out.read_text())}
+    assert records["fid"]["results"]["fid"] > 1.0 and records["fid"]["num_real"] == 6
+    assert 0.0 <= records["pr"]["results"]["precision"] <= 1.0
+    assert "rank-deficient" in result.stdout
+    # The ISIC tree was prepared once into the cache at the generated resolution.
+    assert any(p.name.endswith("-64") for p in (cache / "stores").iterdir())
+
+
+def test_clear_errors(real_store, cache, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_app(empty, real_store, cache=cache)
+    assert result.returncode == 1 and "no images" in result.stderr and "Traceback" not in result.stderr
+
+    def check(generated, match, **options):
+        config = EvaluateConfig(str(generated), str(real_store), device="cpu", cache_dir=str(cache), progress=False, **options)
+        with pytest.raises((EvaluationError, ValueError), match=match):
+            evaluate(config)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    check(broken, "a.png")
+    one = write_folder(tmp_path / "one", generate_phantoms(1, 32, seed=0)[0])
+    check(one, "msssim needs at least 2 generated images", metrics=("msssim",))
+    check(one, "unknown metric 'fidd'", metrics=("fidd",))
+    check(tmp_path / "missing", "does not exist")
+
+
+@dataclasses.dataclass
+class StandInConfig:
+    resolution: int = 32
+    z_dim: int = 4
+    num_classes: int = 3
+
+
+@register
+class StandInGenerator(Pretrained, torch.nn.Module):
+    """The generator protocol, minimally: G(z, labels) -> [-1, 1] images at G.resolution."""
+
+    config_class = StandInConfig
+    seen_labels: list = []
+
+    def __init__(self, config):
+        super().__init__()
+        self.config, self.z_dim, self.num_classes, self.resolution = config, config.z_dim, config.num_classes, config.resolution
+        self.colour = torch.nn.Linear(config.z_dim + config.num_classes, 3)
+
+    def forward(self, z, labels=None):
+        StandInGenerator.seen_labels += labels.tolist()
+        x = torch.cat([z, torch.nn.functional.one_hot(labels, self.num_classes).float()], 1)
+        base = torch.tanh(self.colour(x))[:, :, None, None]
+        ramp = torch.linspace(-0.5, 0.5, self.resolution)
+        return (base + ramp[None, None, :, None] * ramp[None, None, None, :]).clamp(-1, 1)
+
+
+def test_model_directory_with_stand_in_conditional_generator(real_store, cache, tmp_path):
+    model = tmp_path / "model"
+    StandInGenerator(StandInConfig()).save_pretrained(model)
+    StandInGenerator.seen_labels = []
+    config = EvaluateConfig(str(model), str(real_store), metrics=("msssim",), n=6, batch_size=4, device="cpu",
+                            cache_dir=str(cache), progress=False)
+    first = evaluate(config)
+    assert first[0]["results"]["msssim"] > 0 and first[0]["resolution"] == 32
+    assert StandInGenerator.seen_labels[-6:] == [0, 1, 2, 0, 1, 2]  # balanced classes in the metric's pass
+    assert evaluate(config)[0]["results"] == first[0]["results"]  # same seed, same samples
+    with pytest.raises(EvaluationError, match="generates 32 px"):
+        evaluate(dataclasses.replace(config, resolution=64))
