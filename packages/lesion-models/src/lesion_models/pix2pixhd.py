@@ -309,7 +309,3 @@ class MultiscaleDiscriminator(nn.Module, Pretrained):
             outputs.append(net(x))
         return outputs
 
-
-def label_channels(num_classes: int, boundary: bool = True) -> int:
-    """Input channels of a translation network: skin + one per lesion class (+ boundary)."""
-    return 1 + num_classes + int(boundary)

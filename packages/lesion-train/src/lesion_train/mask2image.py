@@ -348,11 +348,11 @@ def train_mask2image(config: Mask2ImageConfig) -> Mask2ImageResult:
         trainer = Mask2ImageTrainer(config, num_classes, env)
         models = {"G": trainer.G, "D": trainer.D}
         nimg = step = tick = 0
+        if config.batch_size % env.world_size:
+            raise ValueError(f"batch size {config.batch_size} does not divide over {env.world_size} ranks")
         batches = StoreBatches(store, config.resolution, config.batch_size // env.world_size, seed=config.seed,
                                rank=env.rank, world_size=env.world_size, augment=config.augment,
                                with_masks=True, device=env.device)
-        if config.batch_size % env.world_size:
-            raise ValueError(f"batch size {config.batch_size} does not divide over {env.world_size} ranks")
         if config.resume:
             run_dir, snapshot = runs.resolve_resume(config.resume) if env.is_main else (None, None)
             run_dir, snapshot = broadcast_object((run_dir, snapshot))
