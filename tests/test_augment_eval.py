@@ -155,3 +155,17 @@ def test_app_rejects_bad_options_in_one_line(tmp_path):
 
     done = _app("--classifiers", "vgg16", "--out", str(tmp_path), env=dict(os.environ))
     assert done.returncode != 0 and "vgg16" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["mask2image", "mask2image-deformed"])
+def test_mask2image_source_paints_training_masks(tmp_path, kind):
+    from lesion_train.mask2image import Mask2ImageConfig, build_networks
+
+    G, _ = build_networks(Mask2ImageConfig(arch="pix2pix", resolution=32, ngf=4), num_classes=3)
+    G.save_pretrained(tmp_path / "G")
+    _, masks, labels = generate_phantoms(12, 32, seed=2, balanced=True)
+    source = ae.open_mask2image(f"{kind}:{tmp_path / 'G'}", masks, labels, 32, "cpu")
+    images, drawn = source.draw([2, 1, 2], seed=0)
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8 and list(drawn) == [0, 0, 1, 2, 2]
+    with pytest.raises(ValueError, match="no masks"):
+        ae.open_mask2image(f"{kind}:{tmp_path / 'G'}", None, labels, 32, "cpu")

@@ -51,8 +51,10 @@ class AugmentEvalConfig:
     data: str | None = None  # prepared store; None = the built-in phantom store
     phantom_n: int = 2000
     resolution: int = 32
-    # A prepared store, a folder with one subfolder per class, a CSV (image,label), a
-    # class-conditional generator (model, snapshot or run directory), or "phantom:SEED".
+    # A prepared store, a folder with one subfolder per class, a CSV (image + label or class
+    # column, e.g. mask2image_synthesize's synthesized.csv), a class-conditional generator (model,
+    # snapshot or run directory), "mask2image:DIR" / "mask2image-deformed:DIR" (a mask-to-image
+    # model fed the real training masks, or deformed copies), or "phantom:SEED".
     synthetic: str = "phantom:1"
     ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     balance: bool = False  # add a condition using synthesis only to balance the classes
@@ -207,6 +209,63 @@ class PhantomSource:
         return images[index], labels[index]
 
 
+class Mask2ImageSource:
+    """A mask-to-image generator (``lesion_train.mask2image``) painting lesions of the wanted class
+    into masks of real *training* images of that class, or into deformed copies of them
+    (``lesion_data.mask_deform``: rotation, zoom, shift, elastic warp)."""
+
+    def __init__(self, loaded, masks: np.ndarray, labels: np.ndarray, deform: bool, resolution: int,
+                 device: torch.device, origin: str, batch_size: int = 16):
+        self.G, self.g_resolution, self.num_classes = loaded.G.eval().to(device), loaded.resolution, len(loaded.class_names)
+        self.masks, self.labels, self.deform = masks, np.asarray(labels, np.int64), deform
+        self.resolution, self.device, self.origin, self.batch_size = resolution, device, origin, batch_size
+
+    @torch.no_grad()
+    def draw(self, counts, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        from lesion_data.mask_deform import deform_masks
+
+        from lesion_train.mask2image import label_input
+
+        rng = np.random.default_rng([seed, 13])
+        picks, labels = [], []
+        for k, count in enumerate(counts):
+            pool = np.flatnonzero(self.labels == k)
+            if count and not len(pool):
+                raise ValueError(f"{self.origin}: no training mask of class {k} to synthesise from")
+            picks.append(rng.choice(pool, count, replace=count > len(pool)) if count else np.zeros(0, np.int64))
+            labels.append(np.full(count, k, np.int64))
+        picks, labels = np.concatenate(picks), np.concatenate(labels)
+        masks = self.masks[picks]
+        if self.deform:
+            masks = np.stack([deform_masks(m, 1, seed=seed * 100_003 + i)[0] for i, m in enumerate(masks)])
+        masks = torch.from_numpy(np.array(masks)).float().unsqueeze(1)
+        if masks.shape[-1] != self.g_resolution:
+            masks = F.interpolate(masks, size=(self.g_resolution,) * 2, mode="nearest")
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for lo in range(0, len(labels), self.batch_size):
+            x = label_input(masks[lo : lo + self.batch_size].to(self.device),
+                            torch.from_numpy(labels[lo : lo + self.batch_size]).to(self.device), self.num_classes)
+            out.append(resize_uint8(self.G(x, generator=gen).float().cpu(), self.resolution))
+        images = np.concatenate(out) if out else np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
+        return images, labels
+
+
+def open_mask2image(spec: str, masks: np.ndarray | None, labels: np.ndarray, resolution: int, device) -> Mask2ImageSource:
+    """``mask2image:DIR`` (real training masks) or ``mask2image-deformed:DIR``."""
+    from lesion_train.mask2image import SynthesisError, load_generator
+
+    kind, path = spec.split(":", 1)
+    if masks is None:
+        raise ValueError(f"{spec}: the real store has no masks to synthesise from")
+    device = torch.device(device)
+    try:
+        loaded = load_generator(path, None, device)
+    except SynthesisError:  # a bare generator directory: it works at the experiment's resolution
+        loaded = load_generator(path, resolution, device)
+    return Mask2ImageSource(loaded, masks, labels, kind == "mask2image-deformed", resolution, device, spec)
+
+
 def _class_index(value: str, class_names) -> int:
     value = value.strip()
     if value.isdigit() and int(value) < len(class_names):
@@ -232,10 +291,11 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
     if path.is_file() and path.suffix.lower() == ".csv":
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
-        if not rows or not {"image", "label"} <= set(rows[0]):
-            raise ValueError(f"{path}: a synthetic CSV needs columns image,label")
+        column = "label" if rows and "label" in rows[0] else "class"
+        if not rows or not {"image", column} <= set(rows[0]):
+            raise ValueError(f"{path}: a synthetic CSV needs columns image and label (or class)")
         paths = [(path.parent / row["image"]) for row in rows]
-        labels = [_class_index(row["label"], class_names) for row in rows]
+        labels = [_class_index(row[column], class_names) for row in rows]
         return PoolSource(_decode(paths, resolution), np.array(labels), str(path))
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: synthetic source not found (folder, CSV, store, generator or phantom:SEED)")
@@ -335,8 +395,13 @@ def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progres
     split = split_indices(real_labels, config.test_fraction, config.val_fraction, config.real_train,
                           config.split_seed, with_test=test_images is None)
     np.savez(run_dir / "splits.npz", **split)
-    source = open_synthetic(config.synthetic, config.resolution, class_names, config.train.device
-                            if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = config.train.device if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if config.synthetic.startswith(("mask2image:", "mask2image-deformed:")):
+        masks = store.masks(config.resolution)
+        source = open_mask2image(config.synthetic, None if masks is None else masks[split["train"]],
+                                 real_labels[split["train"]], config.resolution, device)
+    else:
+        source = open_synthetic(config.synthetic, config.resolution, class_names, device)
 
     results_path = run_dir / "results.jsonl"
     done = {(r["classifier"], r["condition"], r["seed"]) for r in runs.JsonlLog(results_path).read()}
