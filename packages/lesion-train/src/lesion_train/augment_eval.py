@@ -504,15 +504,17 @@ _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255,
 
 
 def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
-    """Mean test AUC (with the seed CI as error bars) against synthetic ratio, per classifier."""
+    """Mean test AUC (with the seed CI as error bars) against synthetic ratio, per classifier; the
+    balance-only condition, if run, as a dashed horizontal line in the classifier's colour."""
     points = [r for r in rows if r["condition"] != BALANCE]
+    balance = {r["classifier"]: r["auc_mean"][0] for r in rows if r["condition"] == BALANCE}
     width, height = size
     left, right, top, bottom = 70, 150, 30, 50
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     if points:
         xs = [float(r["condition"][1:]) for r in points]
-        values = [v for r in points for v in r["auc_mean"] if not math.isnan(v)]
+        values = [v for r in points for v in r["auc_mean"] if not math.isnan(v)] + list(balance.values())
         x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
         y_lo, y_hi = min(values), max(values)
         pad = max(0.01, (y_hi - y_lo) * 0.1)
@@ -539,8 +541,14 @@ def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
                     draw.line([sx(x) - 4, sy(lo), sx(x) + 4, sy(lo)], fill=colour)
                     draw.line([sx(x) - 4, sy(hi), sx(x) + 4, sy(hi)], fill=colour)
                 draw.ellipse([sx(x) - 3, sy(mean) - 3, sx(x) + 3, sy(mean) + 3], fill=colour)
+            if arch in balance:
+                y = sy(balance[arch])
+                for x0 in range(left, width - right, 12):
+                    draw.line([x0, y, min(x0 + 6, width - right), y], fill=colour, width=1)
             draw.line([width - right + 12, top + 10 + 18 * i, width - right + 32, top + 10 + 18 * i], fill=colour, width=3)
             draw.text((width - right + 38, top + 4 + 18 * i), arch, fill="black")
+        if balance:
+            draw.text((width - right + 12, height - bottom - 14), "- - balance only", fill="black")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     image.save(tmp)
     os.replace(tmp, path)
