@@ -2,6 +2,7 @@
 CSV classes, clear errors, mask consistency, and the app through a subprocess."""
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from PIL import Image
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
-from lesion_train.mask2image import Mask2ImageConfig, SynthesisError, synthesize, train_mask2image
+from lesion_train.mask2image import Mask2ImageConfig, SynthesisError, class_fidelity, synthesize, train_mask2image
 from lesion_train.segmenter import mask_consistency, segmentation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +129,22 @@ def test_mask_consistency_scores_a_perfect_and_a_useless_segmenter():
     assert mask_consistency(seg, -images, masks)["dice"] < 0.5  # inverted images: layout not obeyed
 
 
+def test_class_fidelity_compares_predictions_with_requested_classes():
+    from lesion_models.classifier import ClassifierConfig, LesionClassifier
+
+    torch.manual_seed(0)
+    clf = LesionClassifier(ClassifierConfig(resolution=32)).eval()
+    images = torch.rand(6, 3, 48, 48) * 2 - 1
+    predicted = clf.predict_proba(torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear",
+                                                                  antialias=True)).argmax(1)
+    labels = predicted.clone()
+    labels[:2] = (labels[:2] + 1) % 3  # two wrong on purpose
+    report = class_fidelity(clf, images, labels, ["nevus", "melanoma", "seborrheic_keratosis"])
+    assert report["accuracy"] == pytest.approx(4 / 6) and report["count"] == 6
+    with pytest.raises(SynthesisError, match="classifier classes"):
+        class_fidelity(clf, images, labels, ["a", "b", "c"])
+
+
 def test_synthesize_app_with_segmenter(trained_run, mask_dir, tmp_path):
     seg = UNetSegmenter(UNetSegmenterConfig(base=2, depth=2)).save_pretrained(tmp_path / "seg")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -139,3 +156,21 @@ def test_synthesize_app_with_segmenter(trained_run, mask_dir, tmp_path):
     assert "4 images in" in done.stdout and "mask consistency: Dice" in done.stdout
     report = json.loads((tmp_path / "out" / "mask_consistency.json").read_text())
     assert report["count"] == 4 and 0 <= report["dice"] <= 1
+
+
+def test_synthesize_app_class_fidelity_in_process(trained_run, mask_dir, tmp_path):
+    from click.testing import CliRunner
+    from lesion_models.classifier import ClassifierConfig, LesionClassifier
+
+    clf = LesionClassifier(ClassifierConfig(resolution=32)).save_pretrained(tmp_path / "clf")
+    spec = importlib.util.spec_from_file_location("app_synth", ROOT / "apps/mask2image_synthesize/__main__.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    result = CliRunner().invoke(app.main, [str(trained_run), "--masks", str(mask_dir), "--class", "nevus",
+                                           "--out", str(tmp_path / "out"), "--classifier", str(clf)])
+    assert result.exit_code == 0, result.output
+    fidelity = json.loads((tmp_path / "out" / "class_fidelity.json").read_text())
+    assert fidelity["count"] == 2 and set(fidelity["per_class"]) == {"nevus"}
+    bad = CliRunner().invoke(app.main, [str(trained_run), "--masks", str(mask_dir), "--class", "mole",
+                                        "--out", str(tmp_path / "out")])
+    assert bad.exit_code == 1 and "unknown class 'mole'" in bad.output

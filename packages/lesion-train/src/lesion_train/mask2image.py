@@ -549,6 +549,7 @@ class SynthesisResult:
     masks: torch.Tensor  # (N, 1, R, R), the input mask of each image
     labels: torch.Tensor
     files: list[Path]
+    class_names: list[str]
 
 
 @torch.no_grad()
@@ -611,9 +612,30 @@ def synthesize(model: str | Path, masks_dir: str | Path, out: str | Path, class_
         writer.writeheader()
         writer.writerows(rows)
     (out / ".synthesized.csv.tmp").replace(out / "synthesized.csv")
-    return SynthesisResult(out, torch.cat(images), torch.cat(all_masks), torch.cat(all_labels), files)
+    return SynthesisResult(out, torch.cat(images), torch.cat(all_masks), torch.cat(all_labels), files, class_names)
+
+
+@torch.no_grad()
+def class_fidelity(classifier, images: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Accuracy of a lesion classifier trained on real images on synthesized ``images`` (in
+    [-1, 1]) against the requested ``labels``; images are resized to the classifier's resolution."""
+    from lesion_models.classifier import LesionClassifier
+
+    if not isinstance(classifier, LesionClassifier):
+        classifier = LesionClassifier.from_pretrained(classifier)
+    if list(classifier.config.class_names) != list(class_names):
+        raise SynthesisError(f"classifier classes {list(classifier.config.class_names)} differ from the "
+                             f"generator's {class_names}")
+    size = classifier.config.resolution
+    resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                                              align_corners=False)
+    device = next(classifier.parameters()).device
+    predicted = classifier.eval().predict_proba(resized.to(device), batch_size=32).argmax(1).cpu()
+    hits = predicted == labels
+    per_class = {name: float(hits[labels == k].float().mean()) for k, name in enumerate(class_names) if (labels == k).any()}
+    return {"accuracy": float(hits.float().mean()), "per_class": per_class, "count": len(labels)}
 
 
 __all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "Mask2ImageResult", "SynthesisError",
            "SynthesisResult", "build_networks", "demo_overrides", "label_input", "load_generator", "lr_factor",
-           "read_masks", "classes_from_csv", "synthesize", "train_mask2image"]
+           "read_masks", "classes_from_csv", "synthesize", "train_mask2image", "class_fidelity"]
