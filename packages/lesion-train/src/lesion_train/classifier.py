@@ -198,7 +198,7 @@ def train_classifier(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         step += 1
         bar.update(1)
 
