@@ -20,10 +20,10 @@ def main(source, n, out, class_spec, seed, interpolate, device):
         written = sample_run(source, out, n, seed, class_spec, interpolate, device)
     except (PretrainedLoadError, ResumeError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"model: {written['model']}")
+    click.echo(f"model: {written['model'].resolve()}")
     if "interpolation" in written:
-        click.echo(f"interpolation: {written['interpolation']}")
-    click.echo(str(written["grid"]))
+        click.echo(f"interpolation: {written['interpolation'].resolve()}")
+    click.echo(str(written["grid"].resolve()))
 
 
 if __name__ == "__main__":

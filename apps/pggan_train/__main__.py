@@ -14,12 +14,12 @@ FROM_PRESET = "from --preset"
 FIELDS = {
     "data": "data", "resolution": "resolution", "conditional": "conditional", "augment": "augment",
     "phantom_count": "phantom_count", "loss": "loss", "fmap_base": "fmap_base", "fmap_max": "fmap_max",
-    "z_dim": "z_dim", "mbstd_group_size": "mbstd_group_size", "g_ema_beta": "g_ema_beta",
+    "z_dim": "z_dim", "mbstd_group_size": "mbstd_group_size", "g_ema_beta": "g_ema_beta", "g_ema_rampup": "g_ema_rampup",
     "gp_lambda": "gp_lambda", "r1_gamma": "r1_gamma", "channels_last": "channels_last",
     "total_kimg": "loop.total_kimg", "minibatch_repeats": "loop.minibatch_repeats",
     "snapshot_ticks": "loop.snapshot_ticks", "grid_size": "loop.grid_size", "seed": "loop.seed",
     "device": "loop.device", "amp": "loop.amp", "cpu_threads": "loop.cpu_threads", "out": "loop.run_root",
-    "name": "loop.name", "stabilize_kimg": "schedule.stabilize_kimg",
+    "name": "loop.name", "initial_resolution": "schedule.initial_resolution", "stabilize_kimg": "schedule.stabilize_kimg",
     "transition_kimg": "schedule.transition_kimg", "lr": "schedule.lr_base", "tick_kimg": "schedule.tick_kimg_base",
 }
 
@@ -36,6 +36,7 @@ FIELDS = {
 @click.option("--phantom-count", type=int, default=None, show_default="2000", help="Phantom images when --data is not given.")
 @click.option("--loss", type=click.Choice(pggan.LOSSES), default=None, show_default="wgangp")
 @click.option("--total-kimg", type=float, default=None, show_default=FROM_PRESET, help="Training length in thousands of images.")
+@click.option("--initial-resolution", type=int, default=None, show_default=FROM_PRESET, help="First resolution trained.")
 @click.option("--stabilize-kimg", type=float, default=None, show_default=FROM_PRESET, help="kimg per resolution before its fade.")
 @click.option("--transition-kimg", type=float, default=None, show_default=FROM_PRESET, help="kimg of each fade-in.")
 @click.option("--lr", type=float, default=None, show_default=FROM_PRESET, help="Base learning rate of G and D.")
@@ -45,6 +46,8 @@ FIELDS = {
 @click.option("--z-dim", type=int, default=None, show_default=FROM_PRESET)
 @click.option("--mbstd-group-size", type=int, default=None, show_default="4")
 @click.option("--g-ema-beta", type=float, default=None, show_default=FROM_PRESET, help="Generator EMA per step.")
+@click.option("--g-ema-rampup/--no-g-ema-rampup", default=None, show_default=FROM_PRESET,
+              help="EMA beta_t = min(beta, (1+t)/(10+t)) for short runs.")
 @click.option("--gp-lambda", type=float, default=None, show_default="10")
 @click.option("--r1-gamma", type=float, default=None, show_default="10", help="R1 weight for --loss logistic.")
 @click.option("--minibatch-repeats", type=int, default=None, show_default="4")
@@ -75,9 +78,9 @@ def main(ctx, preset, resume, **options):
     except (StoreError, ResumeError, NonFiniteLossError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if result.final_grid is not None:
-        click.echo(f"run: {result.run_dir}")
-        click.echo(f"final snapshot: {result.final_snapshot}")
-        click.echo(str(result.final_grid))
+        click.echo(f"run: {result.run_dir.resolve()}")
+        click.echo(f"final snapshot: {result.final_snapshot.resolve() if result.final_snapshot else None}")
+        click.echo(str(result.final_grid.resolve()))
 
 
 if __name__ == "__main__":

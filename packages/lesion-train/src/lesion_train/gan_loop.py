@@ -245,7 +245,7 @@ def train(
                 count += 1
                 nimg += phase.batch_size
                 step += 1
-                bar.update(phase.batch_size / 1000)
+                bar.update(min(phase.batch_size / 1000, bar.total - bar.n))  # the last step may overshoot
             bar.set_postfix_str(f"{phase.resolution}px a={phase.alpha:.2f}", refresh=False)
 
             done = nimg >= total_nimg
@@ -280,6 +280,7 @@ def train(
     if final_grid is None and env.is_main:  # resumed at or past the end: still hand back a grid
         final_grid = runs.save_image_grid(generate_grid(recipe.models["G_ema"], grid_z, grid_labels),
                                           run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
+    final_snapshot = final_snapshot or runs.latest_snapshot(run_dir)
     return RunResult(run_dir=run_dir, final_grid=final_grid, final_snapshot=final_snapshot, kimg=nimg / 1000)
 
 

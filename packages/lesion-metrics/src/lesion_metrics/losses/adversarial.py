@@ -61,7 +61,8 @@ def gradient_penalty(
         mix = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device, dtype=reals.dtype)
     else:
         mix = mix.reshape(-1, 1, 1, 1).to(reals)
-    mixed = torch.lerp(reals.detach(), fakes.detach(), mix).requires_grad_(True)
+    # Under autocast the fakes may be half precision; blend in the reals' precision.
+    mixed = torch.lerp(reals.detach(), fakes.detach().to(reals.dtype), mix).requires_grad_(True)
     scores, _ = critic(mixed)
     grads = _input_gradients(scores, mixed, grad_scale)
     norms = grads.flatten(1).square().sum(dim=1).sqrt()
