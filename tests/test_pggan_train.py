@@ -168,3 +168,24 @@ def test_ema_rampup_follows_g_early(tmp_path):
     # First step: beta = min(0.999, 1/10), so G_ema moves 90% of the way to G.
     expected = start + 0.9 * (recipe.G.dense.weight.detach() - start)
     torch.testing.assert_close(recipe.G_ema.dense.weight, expected)
+
+
+@pytest.mark.slow  # ~40 s here: prepares the 210-image sample, trains twice
+def test_raw_isic_folder_is_prepared_once_and_trains_conditionally(tmp_path):
+    import os
+    from pathlib import Path
+
+    sample = os.environ.get("LESION_SAMPLE_ISIC2017")
+    if not sample or not Path(sample).is_dir():
+        pytest.skip("LESION_SAMPLE_ISIC2017 is not set to the ISIC-2017 sample")
+    config = tiny_config(tmp_path, data=sample, conditional=True, **{"loop.total_kimg": 0.064})
+    result = pggan.train_pggan(config)
+    options = json.loads((result.run_dir / runs.OPTIONS_NAME).read_text())
+    assert options["resolved"]["class_names"] == ["nevus", "melanoma", "seborrheic_keratosis"]
+    store = Path(options["resolved"]["store"])
+    assert store.name.startswith("prepared-") and str(store).startswith(os.environ["LESION_GAN_CACHE"])
+    assert load_pretrained(result.final_snapshot / "G_ema").num_classes == 3
+    # A second run finds the prepared store in the cache instead of decoding the JPEGs again.
+    mtime = (store / "manifest.json").stat().st_mtime
+    pggan.train_pggan(config)
+    assert (store / "manifest.json").stat().st_mtime == mtime

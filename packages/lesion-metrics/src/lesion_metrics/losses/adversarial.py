@@ -82,12 +82,16 @@ def auxiliary_classification(logits: torch.Tensor | None, labels: torch.Tensor |
     return F.cross_entropy(logits.float(), labels.long(), reduction="none")
 
 
-def _add_aux(loss, terms, name, logits, labels, cond_weight):
-    aux = auxiliary_classification(logits, labels)
-    if aux is not None:
-        loss = loss + cond_weight * aux
-        terms[name] = aux.detach().mean()
-    return loss
+def _finish(loss, terms, name, labels, cond_weight, **logits):
+    """Add the AC-GAN terms (``logits`` by term name), average, and log the total as ``name``."""
+    for term, values in logits.items():
+        aux = auxiliary_classification(values, labels)
+        if aux is not None:
+            loss = loss + cond_weight * aux
+            terms[term] = aux.detach().mean()
+    loss = loss.mean()
+    terms[name] = loss.detach()
+    return loss, terms
 
 
 def wgan_gp_d_loss(
@@ -113,11 +117,7 @@ def wgan_gp_d_loss(
         "D_fake": fake_scores.detach().mean(),
         "D_gp": penalty.detach().mean(),
     }
-    loss = _add_aux(loss, terms, "D_aux_real", real_logits, labels, cond_weight)
-    loss = _add_aux(loss, terms, "D_aux_fake", fake_logits, labels, cond_weight)
-    loss = loss.mean()
-    terms["D_loss"] = loss.detach()
-    return loss, terms
+    return _finish(loss, terms, "D_loss", labels, cond_weight, D_aux_real=real_logits, D_aux_fake=fake_logits)
 
 
 def wgan_g_loss(
@@ -126,11 +126,7 @@ def wgan_g_loss(
     """The official ``G_wgan_acgan``: ``-D(fake)`` plus the AC-GAN term on fakes."""
     scores, logits = critic(fakes)
     loss = -scores.float()
-    terms: dict[str, torch.Tensor] = {}
-    loss = _add_aux(loss, terms, "G_aux", logits, labels, cond_weight)
-    loss = loss.mean()
-    terms["G_loss"] = loss.detach()
-    return loss, terms
+    return _finish(loss, {}, "G_loss", labels, cond_weight, G_aux=logits)
 
 
 def logistic_d_loss(
@@ -153,11 +149,7 @@ def logistic_d_loss(
         penalty = r1_penalty(real_scores, reals, grad_scale)
         loss = loss + penalty * (r1_gamma / 2)
         terms["D_r1"] = penalty.detach().mean()
-    loss = _add_aux(loss, terms, "D_aux_real", real_logits, labels, cond_weight)
-    loss = _add_aux(loss, terms, "D_aux_fake", fake_logits, labels, cond_weight)
-    loss = loss.mean()
-    terms["D_loss"] = loss.detach()
-    return loss, terms
+    return _finish(loss, terms, "D_loss", labels, cond_weight, D_aux_real=real_logits, D_aux_fake=fake_logits)
 
 
 def logistic_g_loss(
@@ -166,8 +158,4 @@ def logistic_g_loss(
     """Non-saturating ``softplus(-D(fake))`` (+ AC-GAN term)."""
     scores, logits = critic(fakes)
     loss = F.softplus(-scores.float())
-    terms: dict[str, torch.Tensor] = {}
-    loss = _add_aux(loss, terms, "G_aux", logits, labels, cond_weight)
-    loss = loss.mean()
-    terms["G_loss"] = loss.detach()
-    return loss, terms
+    return _finish(loss, {}, "G_loss", labels, cond_weight, G_aux=logits)
