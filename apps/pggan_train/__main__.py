@@ -25,6 +25,8 @@ FIELDS = {
 
 
 @click.command(context_settings={"show_default": True, "max_content_width": 110})
+@click.option("--arch", type=click.Choice(["pggan"]), default="pggan",
+              help="Model family; the DCGAN/LAPGAN baselines plug into the same loop (lesion_train.gan_loop).")
 @click.option("--preset", type=click.Choice(pggan.PRESETS), default="cpu",
               help="cpu: narrow nets, short phases (minutes on 2 cores); gpu: the official v2-1gpu schedule.")
 @click.option("--data", type=click.Path(exists=True), default=None,
@@ -63,7 +65,7 @@ FIELDS = {
 @click.option("--resume", type=click.Path(exists=True), default=None,
               help="Run directory (its newest snapshot) or snapshot to continue; its options are reused.")
 @click.pass_context
-def main(ctx, preset, resume, **options):
+def main(ctx, arch, preset, resume, **options):
     given = {
         FIELDS[name]: value
         for name, value in options.items()
