@@ -332,11 +332,16 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
         file = f"grid_{name}.png"
         Image.fromarray(image_grid(images.float() / 127.5 - 1, ncol=4)).save(directory / file)
         grids[name] = file
-    rows = []
+    # One row per snapshot / model, one column per result: progress reads down a column.
+    columns: list[str] = []
+    table: dict[str, dict[str, float]] = {}
+    missing: dict[str, str] = {}
     for r in records:
+        for key, value in r["results"].items():
+            columns += [key] if key not in columns else []
+            table.setdefault(r["snapshot"], {})[key] = value
         if r.get("unavailable"):
-            rows.append((r["snapshot"], r["metric"], f"not computed: {r['unavailable']}"))
-        rows += [(r["snapshot"], key, f"{value:.4f}") for key, value in r["results"].items()]
+            missing[r["metric"]] = r["unavailable"]
     curves = []
     if kind == "run":
         series: dict[str, list[tuple[int, float]]] = {}
@@ -350,14 +355,17 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
                 curves.append(file)
     notes = sorted({n for r in records for n in r.get("notes", [])})
     e = html.escape
-    table = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td></tr>" for a, b, c in rows)
+    head = "".join(f"<th>{e(c)}</th>" for c in columns)
+    body = "".join(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>"
+                                                        for c in columns) + "</tr>" for name, values in table.items())
     latest = [k for k in grids if k != "real"][-1:] if len(grids) > 1 else []
     grid_html = "".join(f"<figure><img src='{e(grids[k])}'><figcaption>{e(k)}</figcaption></figure>"
                         for k in ["real"] + latest if k in grids)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lesion-gan evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}
-figure{{display:inline-block;margin:0 1em 1em 0}}img{{image-rendering:pixelated;max-width:420px}}</style></head><body>
-<h1>Evaluation</h1><table><tr><th>snapshot</th><th>metric</th><th>value</th></tr>{table}</table>
+figure{{display:inline-block;margin:0 1em 1em 0}}figure img{{image-rendering:pixelated;width:320px}}</style></head><body>
+<h1>Evaluation</h1><table><tr><th>snapshot</th>{head}</tr>{body}</table>
+{''.join(f'<p>not computed: <b>{e(m)}</b>: {e(why)}</p>' for m, why in missing.items())}
 {''.join(f'<p>note: {e(n)}</p>' for n in notes)}
 <h2>Samples: real and generated</h2>{grid_html}
 {'<h2>Training progress</h2>' + ''.join(f"<img src='{e(c)}'>" for c in curves) if curves else ''}
