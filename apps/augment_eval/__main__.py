@@ -48,10 +48,11 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True)
 @click.option("--out", default="runs", show_default=True)
+@click.option("--name", default="augment_eval", show_default=True, help="Experiment folder suffix.")
 @click.option("--resume", default=None, help="Experiment folder to finish (its options are reused).")
 def main(data, synthetic, ratios, balance, classifiers, seeds, resolution, real_train, test_fraction, val_fraction,
          test_data, phantom_n, kimg, batch_size, lr, eval_every_kimg, patience, balanced_sampling, imagenet_weights,
-         device, amp, out, resume):
+         device, amp, out, name, resume):
     """Downstream classifier AUC with and without synthetic training images."""
     try:
         train = ClassifierTrainConfig(
@@ -62,7 +63,7 @@ def main(data, synthetic, ratios, balance, classifiers, seeds, resolution, real_
             data=data, phantom_n=phantom_n, resolution=resolution, synthetic=synthetic, ratios=_floats(ratios),
             balance=balance, classifiers=tuple(c.strip() for c in classifiers.split(",") if c.strip()),
             seeds=seeds, test_fraction=test_fraction, val_fraction=val_fraction, real_train=real_train,
-            test_data=test_data, out=out, train=train)
+            test_data=test_data, out=out, name=name, train=train)
         run_dir = run_experiment(config, resume=resume)
     except (ValueError, FileNotFoundError, StoreError, ResumeError) as error:
         raise click.ClickException(str(error))
