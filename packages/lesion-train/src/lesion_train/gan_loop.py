@@ -186,11 +186,11 @@ def train(
     """Run (or resume) training until ``config.total_kimg``; ``options`` is what gets written to
     ``training_options.json`` (every resolved option of the calling trainer)."""
     nimg, step, tick = 0, 0, 0
-    state = None
     if config.resume:
         run_dir, snapshot = runs.resolve_resume(config.resume) if env.is_main else (None, None)
         run_dir, snapshot = broadcast_object((run_dir, snapshot))
-        state = runs.load_training_state(snapshot, env.device)
+        # On the CPU: RNG states must stay CPU tensors; Adam moves its state to the parameters' device.
+        state = runs.load_training_state(snapshot, "cpu")
         for name, model in recipe.models.items():
             _load_weights(model, snapshot / name, env.device)
         recipe.load_state_dict(state["recipe"])
