@@ -21,16 +21,7 @@ from lesion_train.mask2image import Mask2ImageConfig, SynthesisError, class_fide
 from lesion_train.segmenter import mask_consistency, segmentation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs run far faster single-threaded on a shared, loaded CPU; restored afterwards
-    because the trainer's ``threads`` option sets the process-wide count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

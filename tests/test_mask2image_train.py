@@ -26,15 +26,7 @@ from lesion_train.mask2image import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs run far faster single-threaded on a shared, loaded CPU; restored afterwards
-    because the trainer's ``threads`` option sets the process-wide count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = dict(resolution=32, phantom_count=24, batch_size=2, ngf=4, ndf=4, n_blocks=1, tick_kimg=0.004,
             snapshot_ticks=1, grid_size=4, threads=1)
 
