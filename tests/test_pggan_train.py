@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -172,7 +173,6 @@ def test_ema_rampup_follows_g_early(tmp_path):
 
 @pytest.mark.slow  # ~40 s here: prepares the 210-image sample, trains twice
 def test_raw_isic_folder_is_prepared_once_and_trains_conditionally(tmp_path):
-    import os
     from pathlib import Path
 
     sample = os.environ.get("LESION_SAMPLE_ISIC2017")
@@ -189,3 +189,23 @@ def test_raw_isic_folder_is_prepared_once_and_trains_conditionally(tmp_path):
     mtime = (store / "manifest.json").stat().st_mtime
     pggan.train_pggan(config)
     assert (store / "manifest.json").stat().st_mtime == mtime
+
+
+def test_thread_choice_and_sampling_helpers(tmp_path):
+    from lesion_train import sampling
+    from lesion_train.distributed import DistEnv
+    from lesion_train.gan_loop import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1, DistEnv()) == 1 and torch.get_num_threads() == 1
+        assert 1 <= configure_threads(0, DistEnv()) <= os.cpu_count()
+    finally:
+        torch.set_num_threads(before)
+    a, b = torch.randn(2, 5), torch.randn(2, 5)
+    torch.testing.assert_close(sampling.slerp(a, b, torch.zeros(2, 1)), a)
+    torch.testing.assert_close(sampling.slerp(a, b, torch.ones(2, 1)), b, rtol=1e-4, atol=1e-4)
+    z1, z2 = sampling.latents(7, [3], 4), sampling.latents(7, [0, 1, 2, 3], 4)
+    torch.testing.assert_close(z1[0], z2[3])  # image i depends only on (seed, i)
+    with pytest.raises(runs.ResumeError, match="not a model directory"):
+        sampling.find_generator(tmp_path)
