@@ -10,5 +10,7 @@ from lesion_models import pix2pixhd  # noqa: F401  (registers Pix2PixHDGenerator
 from lesion_models import pix2pix  # noqa: F401  (registers UNetGenerator)
 from lesion_models import spade  # noqa: F401  (registers SPADEGenerator)
 from lesion_models import unet  # noqa: F401  (registers UNetSegmenter)
+from lesion_models import dcgan  # noqa: F401  (registers DCGANGenerator, DCGANDiscriminator)
+from lesion_models import lapgan  # noqa: F401  (registers LAPGANGenerator, LAPGANDiscriminator)
 
 __all__ = ["Pretrained", "PretrainedLoadError", "load_pretrained", "register"]
