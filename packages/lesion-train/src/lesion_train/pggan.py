@@ -376,13 +376,20 @@ def _prepare_raw(source: Path, resolution: int, env: DistEnv) -> Path:
 
 def train_pggan(config: PGGANTrainConfig) -> gan_loop.RunResult:
     """Build everything from ``config`` and run the progressive loop (single process or torchrun)."""
+    return train_recipe(config, lambda num_classes, env: PGGANRecipe(config, num_classes, env))
+
+
+def train_recipe(config, build_recipe) -> gan_loop.RunResult:
+    """The store, data, grids and driver around ``build_recipe(num_classes, env)``; ``config`` has
+    the fields this uses (data, resolution, phantom_count, conditional, augment, loop), so the
+    DCGAN/LAPGAN baselines (lesion_train.baselines) share it."""
     env = init_distributed(config.loop.device)
     try:
         gan_loop.configure_threads(config.loop.cpu_threads, env)
         torch.manual_seed(config.loop.seed * 1000 + env.rank)
         store = resolve_store(config, env)
         num_classes = len(store.class_names) if config.conditional else 0
-        recipe = PGGANRecipe(config, num_classes, env)
+        recipe = build_recipe(num_classes, env)
 
         def batches(resolution: int, per_rank: int, seed: int):
             return StoreBatches(store, resolution, per_rank, seed=seed, rank=env.rank, world_size=env.world_size,
@@ -411,5 +418,5 @@ def load_run_config(run_or_snapshot: str | os.PathLike) -> PGGANTrainConfig:
         raise runs.ResumeError(f"{run_dir / runs.OPTIONS_NAME}: not a pggan_train options file ({error})") from None
 
 
-__all__ = ["PGGANSchedule", "PGGANTrainConfig", "PGGANRecipe", "preset", "apply_overrides", "train_pggan",
+__all__ = ["PGGANSchedule", "PGGANTrainConfig", "PGGANRecipe", "preset", "apply_overrides", "train_pggan", "train_recipe",
            "load_run_config", "blend_reals", "resolve_store", "PRESETS", "LOSSES"]
