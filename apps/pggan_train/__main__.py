@@ -1,11 +1,14 @@
 """Train a progressive GAN: `uv run apps/pggan_train` (phantoms, 32 px, CPU preset) or
-`uv run apps/pggan_train --data STORE_OR_FOLDER --resolution 256 --preset gpu`.
+`uv run apps/pggan_train --data STORE_OR_FOLDER --resolution 256 --preset gpu`; the DCGAN and
+LAPGAN baselines with `--arch dcgan|lapgan` (same loop, run directories and sampling app).
 Runs under `torchrun --standalone --nproc_per_node N` too. Prints the final grid's path."""
+
+import dataclasses
 
 import click
 from click.core import ParameterSource
 from lesion_data.store import StoreError
-from lesion_train import pggan
+from lesion_train import baselines, pggan
 from lesion_train.runs import NonFiniteLossError, ResumeError
 
 FROM_PRESET = "from --preset"
@@ -24,9 +27,24 @@ FIELDS = {
 }
 
 
+def baseline_options(arch: str, given: dict) -> dict:
+    """PGGAN field names -> BaselineTrainConfig ones; PGGAN-only options are an error, not ignored."""
+    renamed = {"schedule.lr_base": "lr", "schedule.tick_kimg_base": "tick_kimg"}
+    fields = {f.name for f in dataclasses.fields(baselines.BaselineTrainConfig)}
+    out = {}
+    for key, value in given.items():
+        key = renamed.get(key, key)
+        if not (key.startswith("loop.") or key in fields):
+            option = next(name for name, field in FIELDS.items() if field == key)
+            raise click.UsageError(f"--{option.replace('_', '-')} is a PGGAN option; --arch {arch} does not use it")
+        out[key] = value
+    return out
+
+
 @click.command(context_settings={"show_default": True, "max_content_width": 110})
-@click.option("--arch", type=click.Choice(["pggan"]), default="pggan",
-              help="Model family; the DCGAN/LAPGAN baselines plug into the same loop (lesion_train.gan_loop).")
+@click.option("--arch", type=click.Choice(["pggan", *baselines.ARCHS]), default="pggan",
+              help="Model family: the progressive GAN or a DCGAN/LAPGAN baseline (lesion_train.baselines); "
+                   "with --resume the run's own.")
 @click.option("--preset", type=click.Choice(pggan.PRESETS), default="cpu",
               help="cpu: narrow nets, short phases (minutes on 2 cores); gpu: the official v2-1gpu schedule.")
 @click.option("--data", type=click.Path(exists=True), default=None,
@@ -72,11 +90,20 @@ def main(ctx, arch, preset, resume, **options):
         if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     }
     try:
-        if resume:
-            config = pggan.apply_overrides(pggan.load_run_config(resume), {**given, "loop.resume": resume})
+        arch = baselines.run_arch(resume) if resume else arch
+        if arch == "pggan":
+            if resume:
+                config = pggan.apply_overrides(pggan.load_run_config(resume), {**given, "loop.resume": resume})
+            else:
+                config = pggan.preset(preset, **given)
+            result = pggan.train_pggan(config)
         else:
-            config = pggan.preset(preset, **given)
-        result = pggan.train_pggan(config)
+            given = baseline_options(arch, given)
+            if resume:
+                config = baselines.apply_overrides(baselines.load_run_config(resume), {**given, "loop.resume": resume})
+            else:
+                config = baselines.preset(arch, preset, **given)
+            result = baselines.train_baseline(config)
     except (StoreError, ResumeError, NonFiniteLossError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     if result.final_grid is not None:

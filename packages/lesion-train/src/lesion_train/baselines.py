@@ -1,0 +1,251 @@
+"""DCGAN and LAPGAN training: the baselines of the unconditional comparison, on the generic driver
+(``lesion_train.gan_loop``) and the PGGAN entry point's store/data/grid setup (``pggan.train_recipe``).
+
+Only the G/D steps and a constant schedule live here. Published defaults kept: DCGAN (Radford et al.
+2016) Adam lr 2e-4, beta1 0.5, minibatch 128, non-saturating loss, no weight averaging; LAPGAN
+(Denton et al. 2015) every pyramid level an independent GAN trained on the real Laplacian pyramid
+(level k's generator is conditioned on the *real* coarser image, never on a generated one).
+
+Deviations (also in docs/baselines.md): LAPGAN is trained with Adam 2e-4/0.5 and the
+non-saturating loss like DCGAN (Denton et al. used SGD with momentum and a decaying rate); all
+levels step together on one minibatch (their losses share no parameters, so the summed loss
+gives each level exactly its own gradient); the ``cpu`` preset narrows the networks and uses
+minibatch 64 so a 32 px comparison fits in minutes on two cores; ``g_ema_beta`` (default 0 = none)
+lets a user add PGGAN-style weight averaging for a like-for-like comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+
+import torch
+from lesion_metrics.losses import adversarial
+from lesion_models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from lesion_models.lapgan import LAPGANConfig, LAPGANDiscriminator, LAPGANGenerator, up
+
+from lesion_train import gan_loop, runs
+from lesion_train.distributed import DistEnv, autocast, grad_scaler
+from lesion_train.pggan import train_recipe
+
+ARCHS = ("dcgan", "lapgan")
+PRESETS = ("cpu", "gpu")
+
+
+@dataclasses.dataclass
+class BaselineTrainConfig:
+    """Every option of ``apps/pggan_train --arch dcgan|lapgan``; written to ``training_options.json``."""
+
+    arch: str = "dcgan"
+    preset: str = "gpu"
+    data: str | None = None  # prepared store or raw dataset folder; None = built-in phantoms
+    phantom_count: int = 2000
+    resolution: int = 64
+    augment: bool = True
+    z_dim: int = 100  # DCGAN latent; LAPGAN coarse code (the noise planes come on top)
+    ngf: int = 64  # DCGAN generator width
+    ndf: int = 64  # DCGAN discriminator width
+    coarse_resolution: int = 8  # LAPGAN
+    coarse_g_hidden: int = 1200
+    coarse_d_hidden: int = 600
+    level_g_features: int = 128
+    level_d_features: int = 128
+    batch_size: int = 128
+    lr: float = 2e-4
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.999
+    g_ema_beta: float = 0.0  # 0: G_ema is a copy of G (neither paper averages weights)
+    tick_kimg: float = 4.0
+    loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(name="dcgan", total_kimg=5000))
+
+    conditional = False  # the baselines are unconditional (read by pggan.train_recipe)
+
+    def __post_init__(self):
+        if isinstance(self.loop, dict):
+            self.loop = gan_loop.LoopConfig(**self.loop)
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is not one of {PRESETS}")
+
+    def network_config(self) -> DCGANConfig | LAPGANConfig:
+        if self.arch == "dcgan":
+            return DCGANConfig(resolution=self.resolution, z_dim=self.z_dim, ngf=self.ngf, ndf=self.ndf)
+        return LAPGANConfig(
+            resolution=self.resolution, coarse_resolution=self.coarse_resolution, coarse_z_dim=self.z_dim,
+            coarse_g_hidden=self.coarse_g_hidden, coarse_d_hidden=self.coarse_d_hidden,
+            level_g_features=self.level_g_features, level_d_features=self.level_d_features,
+        )
+
+
+def preset(arch: str, name: str = "cpu", **overrides) -> BaselineTrainConfig:
+    """``gpu``: the published networks at 64 px. ``cpu``: narrow networks at 32 px, 14 kimg (the
+    PGGAN cpu preset's length), so the three architectures see the same number of images."""
+    if name == "gpu":
+        config = BaselineTrainConfig(arch=arch, preset="gpu", loop=gan_loop.LoopConfig(name=arch, total_kimg=5000))
+    elif name == "cpu":
+        config = BaselineTrainConfig(
+            arch=arch, preset="cpu", resolution=32, ngf=32, ndf=32, coarse_g_hidden=600, coarse_d_hidden=300,
+            level_g_features=32, level_d_features=32, batch_size=64, tick_kimg=1.0,
+            loop=gan_loop.LoopConfig(name=arch, total_kimg=14.0, snapshot_ticks=5),
+        )
+    else:
+        raise ValueError(f"preset {name!r} is not one of {PRESETS}")
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: BaselineTrainConfig, overrides: dict) -> BaselineTrainConfig:
+    """Set top-level fields or ``loop.<field>`` from a flat mapping."""
+    loop = {k[5:]: v for k, v in overrides.items() if k.startswith("loop.")}
+    top = {k: v for k, v in overrides.items() if not k.startswith("loop.")}
+    return dataclasses.replace(config, **top, loop=dataclasses.replace(config.loop, **loop))
+
+
+class _Recipe:
+    """What DCGAN and LAPGAN share: G, D, G_ema, Adam, AMP scalers, a constant schedule."""
+
+    G_class: type
+    D_class: type
+
+    def __init__(self, config: BaselineTrainConfig, env: DistEnv):
+        self.config, self.env = config, env
+        net = config.network_config()
+        self.G = self.G_class(net).to(env.device)
+        self.D = self.D_class(net).to(env.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.models = {"G_ema": self.G_ema, "G": self.G, "D": self.D}
+        self.z_dim, self.num_classes = self.G.z_dim, 0
+        betas = (config.adam_beta1, config.adam_beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+        self.scaler_g = grad_scaler(env.device, config.loop.amp)
+        self.scaler_d = grad_scaler(env.device, config.loop.amp)
+
+    def phase(self, nimg: int) -> gan_loop.Phase:
+        c, ws = self.config, self.env.world_size
+        return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size - c.batch_size % ws,
+                              tick_kimg=c.tick_kimg, lr_g=c.lr, lr_d=c.lr)
+
+    def enter_phase(self, phase: gan_loop.Phase) -> None:
+        pass  # one phase: nothing to switch
+
+    def _step(self, loss, optimizer, scaler, model) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        gan_loop.average_gradients(model.parameters(), self.env)
+        scaler.step(optimizer)
+        scaler.update()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - self.config.g_ema_beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            b_ema.copy_(b)  # batch-norm statistics follow G
+
+    def train_step(self, batch: dict[str, torch.Tensor], phase: gan_loop.Phase) -> dict[str, torch.Tensor]:
+        device, amp = self.env.device, self.config.loop.amp
+        reals = batch["images"]
+        with autocast(device, amp):
+            critics = self.critics(reals)  # [(critic, real input, fake input with G's graph)]
+            d_loss, terms = self._sum(
+                adversarial.logistic_d_loss(critic, real, fake, r1_gamma=0.0) for critic, real, fake in critics
+            )
+        self._step(d_loss, self.opt_d, self.scaler_d, self.D)
+        self.D.requires_grad_(False)  # the G step needs no D gradients
+        with autocast(device, amp):
+            g_loss, g_terms = self._sum(adversarial.logistic_g_loss(critic, fake) for critic, _, fake in critics)
+        self._step(g_loss, self.opt_g, self.scaler_g, self.G)
+        self.D.requires_grad_(True)
+        self._update_ema()
+        return {**terms, **g_terms}
+
+    def _sum(self, results):
+        """Total loss over levels; per-level terms keep a suffix when there is more than one level."""
+        results = list(results)
+        total = sum(loss for loss, _ in results)
+        terms = {}
+        for index, (_, level_terms) in enumerate(results):
+            suffix = f"_{self.level_names[index]}" if len(results) > 1 else ""
+            terms.update({f"{name}{suffix}": value for name, value in level_terms.items()})
+        if len(results) > 1:
+            name = "D_loss" if "D_loss" in results[0][1] else "G_loss"
+            terms[name] = total.detach()
+        return total, terms
+
+    def state_dict(self) -> dict:
+        return {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state["scaler_g"]:
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+
+class DCGANRecipe(_Recipe):
+    G_class, D_class = DCGANGenerator, DCGANDiscriminator
+    level_names = ()
+
+    def critics(self, reals: torch.Tensor):
+        fakes = self.G(torch.randn(reals.shape[0], self.z_dim, device=reals.device))
+        return [(self.D, reals, fakes)]
+
+
+class LAPGANRecipe(_Recipe):
+    G_class, D_class = LAPGANGenerator, LAPGANDiscriminator
+
+    def __init__(self, config: BaselineTrainConfig, env: DistEnv):
+        super().__init__(config, env)
+        self.level_names = [str(config.coarse_resolution)] + [str(r) for r in self.G.config.level_resolutions]
+
+    def critics(self, reals: torch.Tensor):
+        """One independent GAN per level: the coarse one on the coarsest Gaussian level, each finer
+        one on (real residual + upsampled real coarser image) conditioned on that coarser image."""
+        n, G, D = reals.shape[0], self.G, self.D
+        gaussian = [reals]
+        while gaussian[-1].shape[-1] > G.config.coarse_resolution:
+            gaussian.append(torch.nn.functional.avg_pool2d(gaussian[-1], 2))
+        gaussian = gaussian[::-1]  # coarse to fine
+        code = torch.randn(n, G.config.coarse_z_dim, device=reals.device)
+        critics = [(D.coarse, gaussian[0], G.coarse(code))]
+        for level, (coarser, real) in enumerate(zip(gaussian[:-1], gaussian[1:])):
+            condition = up(coarser)
+            noise = torch.randn(n, 1, real.shape[-1], real.shape[-1], device=reals.device)
+            fake = condition + G.residual(level, condition, noise)
+
+            def critic(images, level=level, condition=condition):
+                return D.level(level, images, condition)
+
+            critics.append((critic, real, fake))
+        return critics
+
+
+def train_baseline(config: BaselineTrainConfig) -> gan_loop.RunResult:
+    """Train a DCGAN or LAPGAN (single process or torchrun) into a run directory."""
+    recipe_class = DCGANRecipe if config.arch == "dcgan" else LAPGANRecipe
+    return train_recipe(config, lambda num_classes, env: recipe_class(config, env))
+
+
+def run_arch(run_or_snapshot: str | os.PathLike) -> str:
+    """The ``--arch`` a run was trained with (runs without one are PGGAN runs)."""
+    run_dir, _ = runs.resolve_resume(run_or_snapshot)
+    return runs.read_options(run_dir).get("arch", "pggan")
+
+
+def load_run_config(run_or_snapshot: str | os.PathLike) -> BaselineTrainConfig:
+    """The config a baseline run was started with (for ``--resume``)."""
+    run_dir, _ = runs.resolve_resume(run_or_snapshot)
+    options = runs.read_options(run_dir)
+    options.pop("resolved", None)
+    try:
+        return BaselineTrainConfig(**options)
+    except (TypeError, ValueError) as error:
+        raise runs.ResumeError(f"{run_dir / runs.OPTIONS_NAME}: not a baseline options file ({error})") from None
+
+
+__all__ = ["ARCHS", "PRESETS", "BaselineTrainConfig", "DCGANRecipe", "LAPGANRecipe", "preset", "apply_overrides",
+           "train_baseline", "run_arch", "load_run_config"]
