@@ -165,3 +165,18 @@ def test_synthesize_app_class_fidelity_in_process(trained_run, mask_dir, tmp_pat
     bad = CliRunner().invoke(app.main, [str(trained_run), "--masks", str(mask_dir), "--class", "mole",
                                         "--out", str(tmp_path / "out")])
     assert bad.exit_code == 1 and "unknown class 'mole'" in bad.output
+
+
+def test_segmenter_train_app_reports_held_out_dice(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("app_seg", ROOT / "apps/segmenter_train/__main__.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    result = CliRunner().invoke(app.main, ["--out", str(tmp_path / "seg"), "--resolution", "32", "--kimg", "0.032",
+                                           "--batch", "8", "--base", "2", "--threads", "1", "--phantoms", "32"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "seg" / "report.json").read_text())
+    assert report["evaluated_on"] == "held-out phantoms" and report["count"] == 64 and 0 <= report["dice"] <= 1
+    assert isinstance(UNetSegmenter.from_pretrained(tmp_path / "seg"), UNetSegmenter)

@@ -20,6 +20,8 @@ from lesion_train.segmenter import SegmenterTrainConfig, train_segmenter
 @click.option("--out", default="runs/segmenter", show_default=True)
 @click.option("--data", help="Prepared store or raw dataset folder; default built-in phantoms.")
 @click.option("--holdout-data", help="Store of real images never trained on, for the report.")
+@click.option("--phantoms", type=int, default=SegmenterTrainConfig.phantom_count, show_default=True,
+              help="Phantom count when no --data.")
 @click.option("--resolution", type=int, default=64, show_default=True)
 @click.option("--kimg", type=float, default=SegmenterTrainConfig.total_kimg, show_default=True)
 @click.option("--batch", type=int, default=SegmenterTrainConfig.batch_size, show_default=True)
@@ -27,9 +29,9 @@ from lesion_train.segmenter import SegmenterTrainConfig, train_segmenter
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", type=int, help="torch CPU threads (default 1 on phantoms, else torch's default).")
-def main(out, data, holdout_data, resolution, kimg, batch, base, seed, device, threads):
+def main(out, data, holdout_data, phantoms, resolution, kimg, batch, base, seed, device, threads):
     """Train the segmenter and report its held-out Dice/IoU."""
-    config = SegmenterTrainConfig(out=out, data=data, holdout_data=holdout_data, resolution=resolution,
+    config = SegmenterTrainConfig(out=out, data=data, holdout_data=holdout_data, phantom_count=phantoms, resolution=resolution,
                                   total_kimg=kimg, batch_size=batch, base=base, seed=seed, device=device,
                                   threads=threads if threads or data else 1)
     try:

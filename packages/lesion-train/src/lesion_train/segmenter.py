@@ -91,7 +91,7 @@ def train_segmenter(config: SegmenterTrainConfig) -> dict:
         while nimg < total:
             batch = next(batches)
             loss = segmentation_loss(model(batch["images"]), batch["masks"])
-            runs.check_finite({"segmentation": loss}, nimg // config.batch_size)
+            runs.check_finite({"segmentation": loss.detach()}, nimg // config.batch_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
