@@ -141,8 +141,8 @@ def demo_overrides() -> dict:
 
     One CPU thread: these small convolutions gain little from intra-op threads, and on a shared,
     oversubscribed CPU two spinning threads ran 30x slower than one in our measurement."""
-    return dict(resolution=64, phantom_count=1000, batch_size=4, total_kimg=1.2, ngf=16, ndf=16, n_blocks=3,
-                tick_kimg=0.2, snapshot_ticks=3, threads=1)
+    return dict(resolution=64, phantom_count=1000, batch_size=4, total_kimg=0.8, ngf=16, ndf=16, n_blocks=3,
+                tick_kimg=0.2, snapshot_ticks=2, threads=1)
 
 
 # ---------------------------------------------------------------------------------------------
