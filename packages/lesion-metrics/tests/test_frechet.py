@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from pytorch_fid.fid_score import calculate_frechet_distance
 
 from lesion_metrics.frechet import feature_statistics, frechet_distance
 
@@ -39,6 +38,7 @@ def test_statistics_are_float64_with_n_minus_1_covariance():
 @pytest.mark.parametrize("method", ["eigh", "sqrtm"])
 @pytest.mark.parametrize("n", [500, 20])  # full rank, and rank-deficient (n < d) as in small FID runs
 def test_parity_with_pytorch_fid(n, method):
+    calculate_frechet_distance = pytest.importorskip("pytorch_fid.fid_score").calculate_frechet_distance
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((n, 64)), rng.standard_normal((n, 64)) * 1.3 + 0.2
     ours = frechet_distance(*feature_statistics(a), *feature_statistics(b), method=method)
