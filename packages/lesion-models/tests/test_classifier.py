@@ -1,4 +1,5 @@
 import ast
+import importlib.util
 import pathlib
 
 import pytest
@@ -6,6 +7,11 @@ import torch
 
 from lesion_models import load_pretrained
 from lesion_models.classifier import ARCHITECTURES, ClassifierConfig, LesionClassifier, load_imagenet_weights
+
+
+# torchvision is the `classifiers` extra: a lean `--exact` lesion-models env skips these.
+needs_torchvision = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                                       reason="torchvision (lesion-models[classifiers]) not installed")
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +24,7 @@ def one_thread():
 
 
 # The two large backbones take most of this file's time; they run with -m slow.
+@needs_torchvision
 @pytest.mark.parametrize("arch", [a if a in ("resnet18", "efficientnet_b0") else pytest.param(a, marks=pytest.mark.slow)
                                   for a in ARCHITECTURES])
 def test_shapes_gradients_and_roundtrip(arch, tmp_path):
@@ -37,6 +44,7 @@ def test_shapes_gradients_and_roundtrip(arch, tmp_path):
     torch.testing.assert_close(probs.sum(1), torch.ones(2))
 
 
+@needs_torchvision
 def test_input_is_mapped_to_imagenet_statistics():
     model = LesionClassifier(ClassifierConfig()).eval()
     seen = {}
@@ -46,6 +54,7 @@ def test_input_is_mapped_to_imagenet_statistics():
     torch.testing.assert_close(seen["x"][0, :, 0, 0], expected)
 
 
+@needs_torchvision
 def test_imagenet_weights_file_fills_backbone_not_head(tmp_path):
     from torchvision import models
 
