@@ -14,15 +14,6 @@ needs_torchvision = pytest.mark.skipif(importlib.util.find_spec("torchvision") i
                                        reason="torchvision (lesion-models[classifiers]) not installed")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared, oversubscribed CPU two intra-op threads run several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # The two large backbones take most of this file's time; they run with -m slow.
 @needs_torchvision
 @pytest.mark.parametrize("arch", [a if a in ("resnet18", "efficientnet_b0") else pytest.param(a, marks=pytest.mark.slow)
