@@ -162,3 +162,17 @@ def test_model_directory_with_stand_in_conditional_generator(real_store, cache, 
     assert evaluate(config)[0]["results"] == first[0]["results"]  # same seed, same samples
     with pytest.raises(EvaluationError, match="generates 32 px"):
         evaluate(dataclasses.replace(config, resolution=64))
+
+
+@pytest.mark.slow  # building and saving a ResNet-18 takes most of a minute on this CPU
+def test_domain_fd_with_a_lesion_classifier(real_store, cache, tmp_path):
+    pytest.importorskip("torchvision")
+    from lesion_models.classifier import ClassifierConfig, LesionClassifier
+
+    torch.manual_seed(0)
+    LesionClassifier(ClassifierConfig(arch="resnet18")).save_pretrained(tmp_path / "classifier")
+    generated = write_folder(tmp_path / "generated", generate_phantoms(6, 32, seed=7)[0])
+    config = EvaluateConfig(str(generated), str(real_store), metrics=("domain_fd",), n=6, device="cpu",
+                            domain_classifier=str(tmp_path / "classifier"), cache_dir=str(cache), progress=False)
+    (record,) = evaluate(config)
+    assert list(record["results"]) == ["domain_fd"] and record["results"]["domain_fd"] > 0

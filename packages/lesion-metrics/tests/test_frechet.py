@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
+from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, calc_metric
 from lesion_metrics.frechet import feature_statistics, frechet_distance
 
 
@@ -59,3 +61,26 @@ def test_mismatched_shapes_and_methods_are_rejected():
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match="unknown method"):
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method="svd")
+
+
+class MeanColour(torch.nn.Module):
+    """A stand-in domain feature extractor: per-channel means and squared means."""
+
+    def forward(self, images):
+        x = images.float() / 255
+        return {"features": torch.cat([x.mean(dim=(2, 3)), x.square().mean(dim=(2, 3))], 1)}
+
+
+def test_domain_fd_uses_the_given_extractor_and_is_never_called_fid():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (20, 3, 8, 8), generator=g, dtype=torch.uint8)
+    fake = torch.randint(0, 128, (20, 3, 8, 8), generator=g, dtype=torch.uint8)
+    src_real, src_fake = ImageSource.from_array(real, "real"), ImageSource.from_array(fake, "fake")
+    absent = calc_metric("domain_fd", MetricOptions(src_real, src_fake, progress=False))
+    assert absent["results"] == {} and "classifier" in absent["unavailable"]
+    extractor = FeatureExtractor("mean-colour", MeanColour())
+    result = calc_metric("domain_fd", MetricOptions(src_real, src_fake, domain_extractor=extractor, progress=False))
+    f_real, f_fake = MeanColour()(real)["features"].numpy(), MeanColour()(fake)["features"].numpy()
+    expected = frechet_distance(*feature_statistics(f_real), *feature_statistics(f_fake))
+    assert list(result["results"]) == ["domain_fd"]
+    assert result["results"]["domain_fd"] == pytest.approx(expected, rel=1e-5) and expected > 0
