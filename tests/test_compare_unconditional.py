@@ -1,0 +1,69 @@
+"""apps/compare_unconditional on a tiny budget (in process), and the fairness rules of lesion_train.compare."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lesion_train import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def phantom_cache(tmp_path_factory, monkeypatch, one_thread):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def load_app(name):
+    spec = importlib.util.spec_from_file_location(f"app_{name}", ROOT / "apps" / name / "__main__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_same_budget_seed_and_resolution_for_every_arch():
+    config = compare.CompareConfig(budget_kimg=7.0, seed=3, resolution=32)
+    trains = {arch: compare.train_config(config, arch) for arch in compare.ARCHS}
+    assert {(t.loop.total_kimg, t.loop.seed, t.resolution) for t in trains.values()} == {(7.0, 3, 32)}
+    s = trains["pggan"].schedule  # compressed: 32 px is fully faded in after 6/7 of the budget
+    assert s.stabilize_kimg == s.transition_kimg == pytest.approx(1.5)
+    full = compare.train_config(compare.CompareConfig(budget_kimg=14.0), "pggan").schedule
+    assert full.stabilize_kimg == 3.0  # the cpu preset already fits 14 kimg
+    with pytest.raises(ValueError, match="archs"):
+        compare.CompareConfig(archs=("wgan",))
+
+
+def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path):
+    out = tmp_path / "cmp"
+    tiny = {"pggan.fmap_base": 32, "pggan.fmap_max": 8, "pggan.z_dim": 8, "pggan.schedule.minibatch_base": 8,
+            "dcgan.ngf": 4, "dcgan.ndf": 4, "dcgan.z_dim": 8, "dcgan.batch_size": 8,
+            "lapgan.z_dim": 8, "lapgan.coarse_g_hidden": 16, "lapgan.coarse_d_hidden": 16, "lapgan.level_g_features": 4,
+            "lapgan.level_d_features": 4, "lapgan.batch_size": 8}
+    tiny.update({f"{arch}.loop.minibatch_repeats": 1 for arch in compare.ARCHS})
+    tiny.update({f"{arch}.loop.grid_size": 4 for arch in compare.ARCHS})
+    args = ["--budget-kimg", "0.128", "--phantom-count", "64", "--metrics", "swd,msssim", "--n", "16",
+            "--cpu-threads", "1", "--quiet", "--out", str(out)]
+    args += [item for key, value in tiny.items() for item in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(load_app("compare_unconditional").main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    table = (out / "table.md").read_text()
+    for arch in ("pggan", "dcgan", "lapgan"):
+        assert f"| {arch} |" in table
+    assert "swd_avg" in table and "msssim_real" in table
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["arch"] for r in doc["rows"]] == ["pggan", "dcgan", "lapgan"]
+    for row in doc["rows"]:
+        # (swd_avg can be NaN when a barely trained generator outputs flat images: SWD normalises patches)
+        assert row["kimg"] == 0.128 and row["results"]["swd_32"] > 0 and 0 < row["results"]["msssim"] <= 1
+    figure = Image.open(out / "comparison.png")
+    assert figure.width > 4 * 8 * 32 and figure.height > 8 * 32  # reals + three 8x8 grids side by side
+    # A re-run reuses the finished trainings (no new run directories).
+    before = sorted(p.name for p in (out / "runs").iterdir())
+    again = CliRunner().invoke(load_app("compare_unconditional").main, args, catch_exceptions=False)
+    assert again.exit_code == 0 and sorted(p.name for p in (out / "runs").iterdir()) == before
+    bad = CliRunner().invoke(load_app("compare_unconditional").main, ["--set", "dcgan.ngf"])
+    assert bad.exit_code == 2 and "ARCH.OPTION=VALUE" in bad.output
