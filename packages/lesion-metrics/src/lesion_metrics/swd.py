@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lesion_metrics.registry import ImageSource, MetricOptions, NotEnoughImages, register_metric
 
@@ -183,13 +184,15 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, dirs: torch.Tensor) -> 
 
 
 def collect_descriptors(source: ImageSource, count: int, generator: torch.Generator, device: str,
-                        draws: int = 1) -> tuple[list[list[torch.Tensor]], list[int]]:
+                        draws: int = 1, progress: bool = False) -> tuple[list[list[torch.Tensor]], list[int]]:
     """Per draw, per pyramid level, the finalized descriptors of the first ``count`` images, gathered
     batch by batch into preallocated buffers (only descriptors are kept, never the images)."""
     buffers: list[list[torch.Tensor]] = []
     resolutions: list[int] = []
     filled = 0
+    bar = tqdm(total=count, desc=f"swd {source.name}", unit="img", disable=not progress, leave=False)
     for batch in source.iterate(count):
+        bar.update(len(batch))
         if batch.shape[2] != batch.shape[3]:
             raise ValueError(f"swd: {source.name} images must be square, got {tuple(batch.shape[2:])}")
         if not resolutions:
@@ -206,6 +209,7 @@ def collect_descriptors(source: ImageSource, count: int, generator: torch.Genera
                 positions = sample_positions(len(level), level.shape[2], level.shape[3], generator)
                 buffers[draw][lod][rows] = get_descriptors(level, positions)
         filled += len(batch)
+    bar.close()
     if filled != count:
         raise NotEnoughImages(f"swd: {source.name} yielded {filled} images, expected {count}")
     return [[finalize_descriptors(level) for level in levels] for levels in buffers], resolutions
@@ -219,8 +223,8 @@ def swd(opts: MetricOptions) -> dict[str, float]:
     if opts.real.num_images != opts.fake.num_images:
         opts.note(f"swd: uses {count} images of each side (equal counts needed)")
     generator = torch.Generator().manual_seed(opts.seed)
-    (real, real_again), res_real = collect_descriptors(opts.real, count, generator, opts.device, draws=2)
-    (fake,), res_fake = collect_descriptors(opts.fake, count, generator, opts.device)
+    (real, real_again), res_real = collect_descriptors(opts.real, count, generator, opts.device, 2, opts.progress)
+    (fake,), res_fake = collect_descriptors(opts.fake, count, generator, opts.device, 1, opts.progress)
     if res_real != res_fake:
         raise ValueError(f"swd: real images are {res_real[0]} px but generated ones {res_fake[0]} px")
     dists: dict[str, list[float]] = {"swd": [], "swd_real_baseline": []}
