@@ -73,6 +73,8 @@ def main(resume, **options):
         result = train_mask2image(config)
     except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, ValueError, TypeError) as error:
         raise click.ClickException(str(error).splitlines()[0]) from None
+    if result.final_grid is None:  # a non-main torchrun rank: rank 0 reports for the run
+        return
     click.echo(f"run: {result.run_dir}")
     click.echo(f"grid (label map | real | synthesized): {result.final_grid}")
     click.echo(f"snapshot: {result.final_snapshot}")
