@@ -102,7 +102,7 @@ def apply_overrides(config: BaselineTrainConfig, overrides: dict) -> BaselineTra
     return dataclasses.replace(config, **top, loop=dataclasses.replace(config.loop, **loop))
 
 
-class _Recipe:
+class _Recipe(gan_loop.TwoPlayerOptim):
     """What DCGAN and LAPGAN share: G, D, G_ema, Adam, AMP scalers, a constant schedule."""
 
     G_class: type
@@ -129,13 +129,6 @@ class _Recipe:
 
     def enter_phase(self, phase: gan_loop.Phase) -> None:
         pass  # one phase: nothing to switch
-
-    def _step(self, loss, optimizer, scaler, model) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        gan_loop.average_gradients(model.parameters(), self.env)
-        scaler.step(optimizer)
-        scaler.update()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -173,17 +166,6 @@ class _Recipe:
             name = "D_loss" if "D_loss" in results[0][1] else "G_loss"
             terms[name] = total.detach()
         return total, terms
-
-    def state_dict(self) -> dict:
-        return {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if state["scaler_g"]:
-            self.scaler_g.load_state_dict(state["scaler_g"])
-            self.scaler_d.load_state_dict(state["scaler_d"])
 
 
 class DCGANRecipe(_Recipe):

@@ -99,6 +99,30 @@ def average_gradients(parameters, env: DistEnv) -> None:
         offset += g.numel()
 
 
+class TwoPlayerOptim:
+    """The G/D optimizer step and optimizer state that every GAN recipe shares.
+
+    Subclasses set ``env``, ``opt_g``, ``opt_d``, ``scaler_g`` and ``scaler_d``."""
+
+    def _step(self, loss, optimizer, scaler, model) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        average_gradients(model.parameters(), self.env)
+        scaler.step(optimizer)
+        scaler.update()
+
+    def state_dict(self) -> dict:
+        return {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state["scaler_g"]:  # a disabled scaler saves {}, which it cannot load back
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
+
+
 def broadcast_parameters(module: torch.nn.Module, env: DistEnv) -> None:
     """Every rank starts from rank 0's weights and buffers."""
     if env.distributed:

@@ -55,7 +55,7 @@ from lesion_train.distributed import (
     peak_memory_mb,
     shutdown_distributed,
 )
-from lesion_train.gan_loop import average_gradients, broadcast_parameters
+from lesion_train.gan_loop import TwoPlayerOptim, broadcast_parameters
 from lesion_train.pggan import resolve_store
 
 ARCHS = ("ours", "pix2pixhd", "pix2pix", "spade")
@@ -206,7 +206,7 @@ def lr_factor(nimg: int, total_nimg: int, decay_start: float) -> float:
     return max(0.0, (total_nimg - nimg) / (total_nimg - start))
 
 
-class Mask2ImageTrainer:
+class Mask2ImageTrainer(TwoPlayerOptim):
     def __init__(self, config: Mask2ImageConfig, num_classes: int, env: DistEnv):
         self.config, self.num_classes, self.env = config, num_classes, env
         self.arch = ARCH_DEFAULTS[config.arch]
@@ -241,13 +241,6 @@ class Mask2ImageTrainer:
             for group in opt.param_groups:
                 group["lr"] = base * factor
 
-    def _update(self, loss, optimizer, scaler, model) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        average_gradients(model.parameters(), self.env)
-        scaler.step(optimizer)
-        scaler.update()
-
     def step(self, batch: dict[str, torch.Tensor], train_global: bool = True) -> dict[str, torch.Tensor]:
         reals = batch["images"]
         x = label_input(batch["masks"], batch["labels"], self.num_classes)
@@ -269,7 +262,7 @@ class Mask2ImageTrainer:
         loss_g = sum(terms.values())
         if not train_global:  # pix2pixHD's niter_fix_global: the global part stays fixed
             self.G.global_net.requires_grad_(False)
-        self._update(loss_g, self.opt_g, self.scaler_g, self.G)
+        self._step(loss_g, self.opt_g, self.scaler_g, self.G)
         if not train_global:
             self.G.global_net.requires_grad_(True)
         with autocast(self.env.device, self.config.amp):
@@ -277,19 +270,9 @@ class Mask2ImageTrainer:
             d_real = losses.gan_loss(pred_real, True, self.gan_mode, scales=self.arch.scales)
             d_fake = losses.gan_loss(pred_fake_d, False, self.gan_mode, scales=self.arch.scales)
         loss_d = self.arch.d_loss_scale * (d_real + d_fake)
-        self._update(loss_d, self.opt_d, self.scaler_d, self.D)
+        self._step(loss_d, self.opt_d, self.scaler_d, self.D)
         terms.update(D_real=d_real, D_fake=d_fake)
         return {k: v.detach().float() for k, v in terms.items()}
-
-    def state_dict(self) -> dict:
-        return {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.scaler_g.load_state_dict(state["scaler_g"])
-        self.scaler_d.load_state_dict(state["scaler_d"])
 
 
 def _load_into(model: torch.nn.Module, directory: Path, device) -> None:

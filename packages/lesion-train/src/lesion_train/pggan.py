@@ -223,7 +223,7 @@ def blend_reals(images: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.lerp(low, images, alpha)
 
 
-class PGGANRecipe:
+class PGGANRecipe(gan_loop.TwoPlayerOptim):
     def __init__(self, config: PGGANTrainConfig, num_classes: int, env: DistEnv):
         self.config, self.env = config, env
         self.num_classes = num_classes
@@ -271,13 +271,6 @@ class PGGANRecipe:
     def _latents(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.z_dim, device=self.env.device)
 
-    def _step(self, loss, optimizer, scaler, model) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        gan_loop.average_gradients(model.parameters(), self.env)
-        scaler.step(optimizer)
-        scaler.update()
-
     def train_step(self, batch: dict[str, torch.Tensor], phase: gan_loop.Phase) -> dict[str, torch.Tensor]:
         c, amp, device = self.config, self.config.loop.amp, self.env.device
         reals = blend_reals(batch["images"], phase.alpha).contiguous(memory_format=self.memory_format)
@@ -323,18 +316,13 @@ class PGGANRecipe:
 
     def state_dict(self) -> dict:
         return {
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            **super().state_dict(),
             "opt_key": list(self.opt_key) if self.opt_key is not None else None,
             "ema_steps": self.ema_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        if state["scaler_g"]:
-            self.scaler_g.load_state_dict(state["scaler_g"])
-            self.scaler_d.load_state_dict(state["scaler_d"])
+        super().load_state_dict(state)
         self.opt_key = tuple(state["opt_key"]) if state["opt_key"] is not None else None
         self.ema_steps = int(state["ema_steps"])
 
