@@ -68,6 +68,15 @@ def test_metric_levels_baseline_and_separation(smooth):
     assert different["swd_real_baseline_avg"] == pytest.approx(same["swd_real_baseline_avg"])
 
 
+def test_flat_generated_images_give_a_finite_large_distance(smooth):
+    real = smooth(8, 32, seed=4)
+    flat = torch.full((8, 3, 32, 32), 128, dtype=torch.uint8)
+    opts = MetricOptions(ImageSource.from_array(real, "real", 5), ImageSource.from_array(flat, "fake", 5), progress=False)
+    results = calc_metric("swd", opts)["results"]
+    assert all(np.isfinite(v) for v in results.values()), results
+    assert results["swd_avg"] > 2 * results["swd_real_baseline_avg"]
+
+
 def test_too_small_images_are_a_clear_error(smooth):
     src = ImageSource.from_array(smooth(2, 8, seed=0), "real")
     with pytest.raises(NotEnoughImages, match="at least 16 px"):

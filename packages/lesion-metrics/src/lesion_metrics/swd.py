@@ -141,6 +141,9 @@ def finalize_descriptors(desc: list[torch.Tensor] | torch.Tensor) -> torch.Tenso
     count = desc[:, 0].numel()
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
+    # A constant channel (e.g. flat generated images) is all zeros after centring; the official
+    # code divides 0 by 0 there and reports NaN. Dividing by 1 changes no finite result.
+    std = torch.where(std > 0, std, torch.ones_like(std))
     desc.sub_(mean.float().view(1, c, 1, 1)).div_(std.float().view(1, c, 1, 1))
     return desc.reshape(n, -1)
 
