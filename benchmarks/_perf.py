@@ -38,10 +38,26 @@ def median_seconds(fn: Callable[[], object], device: torch.device | str = "cpu",
     return statistics.median(times)
 
 
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's per-module tracker: its hooks make ``torch.autograd.grad``
+    with respect to a leaf (a gradient penalty's input) fail with "A leaf node was passed to
+    _will_engine_execute_node" (torch 2.15), and totals need no per-module attribution."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` as torch.utils.flop_counter counts them (matmuls and convolutions,
     forward and backward, including double backward of a gradient penalty)."""
-    with FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
         fn()
     return counter.get_total_flops()
 
