@@ -44,8 +44,16 @@ def load_app(name):
 def test_published_defaults():
     dcgan = baselines.BaselineTrainConfig(arch="dcgan")
     assert (dcgan.lr, dcgan.adam_beta1, dcgan.batch_size, dcgan.z_dim, dcgan.ngf, dcgan.g_ema_beta) == (2e-4, 0.5, 128, 100, 64, 0.0)
-    lap = baselines.BaselineTrainConfig(arch="lapgan").network_config()
+    assert dcgan.optimizer == "adam"
+    lapgan = baselines.BaselineTrainConfig(arch="lapgan")
+    assert (lapgan.optimizer, lapgan.lr, lapgan.momentum) == ("sgd", 0.02, 0.5)  # Denton et al. Sec. 4
+    lap = lapgan.network_config()
     assert (lap.coarse_g_hidden, lap.coarse_d_hidden, lap.coarse_z_dim) == (1200, 600, 100)
+    assert baselines.BaselineTrainConfig(arch="lapgan", optimizer="adam").lr == 2e-4
+    assert baselines.preset("lapgan", "cpu", optimizer="adam").lr == 2e-4  # not SGD's 0.02
+    assert baselines.preset("lapgan", "cpu", optimizer="adam", lr=1e-3).lr == 1e-3
+    with pytest.raises(ValueError, match="optimizer"):
+        baselines.BaselineTrainConfig(arch="lapgan", optimizer="rmsprop")
     with pytest.raises(ValueError, match="arch"):
         baselines.BaselineTrainConfig(arch="wgan")
 
@@ -74,6 +82,35 @@ def test_tiny_run_then_resume(tmp_path, arch):
     log2 = runs.JsonlLog(run / runs.LOG_NAME).read()
     assert len(log2) == 3 and log2[2]["step"] == log[1]["step"] + 2
     assert runs.load_training_state(runs.latest_snapshot(run))["nimg"] == 48
+
+
+def test_lapgan_sgd_schedule_reaches_the_optimizers(tmp_path):
+    """Momentum +0.0008 per epoch up to 0.8, the rate divided by 1 + 4e-5 per epoch (45 kimg epochs)."""
+    recipe = baselines.LAPGANRecipe(tiny_config(tmp_path, "lapgan"), DistEnv())
+    assert isinstance(recipe.opt_g, torch.optim.SGD) and isinstance(recipe.opt_d, torch.optim.SGD)
+    for nimg, lr, momentum in [(44_999, 0.02, 0.5), (45_000 * 100, 0.02 / 1.00004**100, 0.58), (45_000 * 1000, None, 0.8)]:
+        phase = recipe.phase(nimg)
+        recipe.enter_phase(phase)
+        for group in recipe.opt_g.param_groups + recipe.opt_d.param_groups:
+            assert group["momentum"] == pytest.approx(momentum) and group["lr"] == phase.lr_g
+        assert lr is None or phase.lr_g == pytest.approx(lr)
+
+
+def test_lapgan_inputs_are_uniform_and_coarse_init_is_the_official_one():
+    """The paper's U(-1, 1) code and noise planes from the Gaussian latent; eyescream's N(0, 0.05) and
+    N(0, 0.005) weights in the coarse G and D."""
+    from lesion_models.lapgan import LAPGANConfig, LAPGANDiscriminator, uniform_noise
+
+    u = uniform_noise(torch.randn(200_000, generator=torch.Generator().manual_seed(0)))
+    assert u.abs().max() < 1 and u.mean().abs() < 0.01
+    assert torch.quantile(u, torch.tensor([0.1, 0.5, 0.9])).sub(torch.tensor([-0.8, 0.0, 0.8])).abs().max() < 0.01
+    torch.manual_seed(0)
+    config = LAPGANConfig()
+    G, D = LAPGANGenerator(config), LAPGANDiscriminator(config)
+    for net, std in ((G.coarse_net, 0.05), (D.coarse_net, 0.005)):
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        assert len(linears) == 3 and all(m.weight.std().item() == pytest.approx(std, rel=0.1) for m in linears)
+        assert all(torch.all(m.bias == 0) for m in linears)
 
 
 def test_lapgan_levels_are_independent(tmp_path):

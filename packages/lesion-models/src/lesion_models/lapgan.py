@@ -13,7 +13,12 @@ ReLU, dropout, one logit). Levels are trained independently on the real pyramid 
 
 Sampling is deterministic given ``z``: the latent holds the coarse code and every noise plane,
 ``z_dim = coarse_z_dim + sum(r * r)`` over the finer levels' resolutions ``r``, so the sampling
-and evaluation code that draws ``randn(n, G.z_dim)`` works unchanged.
+and evaluation code that draws ``randn(n, G.z_dim)`` works unchanged. The paper draws the code and
+the noise planes uniformly in [-1, 1]; the generator maps its Gaussian inputs there through the
+normal CDF (:func:`uniform_noise`), which gives exactly that distribution. The coarse networks are
+initialised as in the official code (facebook/eyescream ``train_cifar.lua``: weights N(0, 0.05) in
+G, N(0, 0.005) in D, zero biases); the convolutional levels keep Torch's default initialisation,
+which PyTorch's equals (uniform, bound 1/sqrt(fan_in)).
 
 Deviations: ``down`` is 2x2 average pooling and ``up`` bilinear (Denton et al. blur and decimate
 with a Gaussian; the pyramid stays exact either way); the coarse generator ends in tanh (the data
@@ -31,7 +36,7 @@ from torch import nn
 
 from lesion_models.hub import Pretrained, register
 
-__all__ = ["LAPGANConfig", "LAPGANGenerator", "LAPGANDiscriminator", "down", "up", "laplacian_pyramid", "reconstruct"]
+__all__ = ["LAPGANConfig", "LAPGANGenerator", "LAPGANDiscriminator", "down", "up", "uniform_noise", "laplacian_pyramid", "reconstruct"]
 
 
 def down(images: torch.Tensor) -> torch.Tensor:
@@ -40,6 +45,18 @@ def down(images: torch.Tensor) -> torch.Tensor:
 
 def up(images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def uniform_noise(z: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) -> U(-1, 1) elementwise: ``2 Phi(z) - 1 = erf(z / sqrt(2))``."""
+    return torch.erf(z * math.sqrt(0.5))
+
+
+def _init_linear(net: nn.Sequential, std: float) -> None:
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.zeros_(layer.bias)
 
 
 def laplacian_pyramid(images: torch.Tensor, levels: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -125,15 +142,16 @@ class LAPGANGenerator(Pretrained, nn.Module):
             nn.Linear(c.coarse_z_dim, h), nn.ReLU(True), nn.Linear(h, h), nn.ReLU(True),
             nn.Linear(h, c.channels * c.coarse_resolution**2), nn.Tanh(),
         )
+        _init_linear(self.coarse_net, 0.05)
         self.levels = nn.ModuleList(_level_generator(c) for _ in c.level_resolutions)
 
     def coarse(self, z: torch.Tensor) -> torch.Tensor:
         r = self.config.coarse_resolution
-        return self.coarse_net(z).view(z.shape[0], self.config.channels, r, r)
+        return self.coarse_net(uniform_noise(z)).view(z.shape[0], self.config.channels, r, r)
 
     def residual(self, level: int, upsampled: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The residual of level ``level`` (0 = the first above the coarse one)."""
-        return self.levels[level](torch.cat([upsampled, noise], dim=1))
+        """The residual of level ``level`` (0 = the first above the coarse one); ``noise`` ~ N(0, 1)."""
+        return self.levels[level](torch.cat([upsampled, uniform_noise(noise)], dim=1))
 
     def split_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``z`` -> the coarse code and one noise plane (N, 1, r, r) per level."""
@@ -170,6 +188,7 @@ class LAPGANDiscriminator(Pretrained, nn.Module):
             nn.Flatten(), nn.Linear(c.channels * c.coarse_resolution**2, h), nn.ReLU(True), nn.Dropout(c.dropout),
             nn.Linear(h, h), nn.ReLU(True), nn.Dropout(c.dropout), nn.Linear(h, 1),
         )
+        _init_linear(self.coarse_net, 0.005)
         self.levels = nn.ModuleList(_level_discriminator(c, r) for r in c.level_resolutions)
 
     def coarse(self, images: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -1,17 +1,20 @@
 """DCGAN and LAPGAN training: the baselines of the unconditional comparison, on the generic driver
 (``lesion_train.gan_loop``) and the PGGAN entry point's store/data/grid setup (``pggan.train_recipe``).
 
-Only the G/D steps and a constant schedule live here. Published defaults kept: DCGAN (Radford et al.
-2016) Adam lr 2e-4, beta1 0.5, minibatch 128, non-saturating loss, no weight averaging; LAPGAN
-(Denton et al. 2015) every pyramid level an independent GAN trained on the real Laplacian pyramid
-(level k's generator is conditioned on the *real* coarser image, never on a generated one).
+Only the G/D steps and the optimiser schedules live here. Published defaults kept: DCGAN (Radford
+et al. 2016) Adam lr 2e-4, beta1 0.5, minibatch 128, non-saturating loss, no weight averaging;
+LAPGAN (Denton et al. 2015) every pyramid level an independent GAN trained on the real Laplacian
+pyramid (level k's generator is conditioned on the *real* coarser image, never on a generated one),
+minibatch 128.
 
-Deviations (also in docs/baselines.md): LAPGAN is trained with Adam 2e-4/0.5 and the
-non-saturating loss like DCGAN (Denton et al. used SGD with momentum and a decaying rate); all
-levels step together on one minibatch (their losses share no parameters, so the summed loss
-gives each level exactly its own gradient); the ``cpu`` preset narrows the networks and uses
-minibatch 64 so a 32 px comparison fits in minutes on two cores; ``g_ema_beta`` (default 0 = none)
-lets a user add PGGAN-style weight averaging for a like-for-like comparison.
+LAPGAN's optimiser is the paper's SGD (lr 0.02, momentum 0.5 -> 0.8, per-epoch decay; ``--set
+lapgan.optimizer=adam`` for Adam 2e-4/0.5 like DCGAN) with the non-saturating loss.
+
+Deviations (also in docs/baselines.md): all LAPGAN levels step together on one minibatch (their
+losses share no parameters, so the summed loss gives each level exactly its own gradient); the
+``cpu`` preset narrows the networks and uses minibatch 64 (DCGAN) and 16 (LAPGAN) so a 32 px
+comparison fits in minutes on two cores; ``g_ema_beta`` (default 0 = none) lets a user add
+PGGAN-style weight averaging for a like-for-like comparison.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from lesion_train.pggan import train_recipe
 
 ARCHS = ("dcgan", "lapgan")
 PRESETS = ("cpu", "gpu")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass
@@ -52,9 +56,15 @@ class BaselineTrainConfig:
     level_g_features: int = 128
     level_d_features: int = 128
     batch_size: int = 128
-    lr: float = 2e-4
+    optimizer: str = ""  # adam | sgd; "" = the paper's: adam for DCGAN, sgd for LAPGAN
+    lr: float = 0.0  # 0 = the paper's: 2e-4 (DCGAN, Adam), 0.02 (LAPGAN, SGD)
     adam_beta1: float = 0.5
     adam_beta2: float = 0.999
+    # LAPGAN's SGD (Denton et al. Sec. 4): momentum 0.5 rising by 0.0008 per epoch to 0.8, the rate
+    # divided by (1 + 4e-5) per epoch. An epoch is counted as the official code's CIFAR-10 training
+    # split (45,000 images), so the schedule does not depend on the size of the user's data set.
+    momentum: float = 0.5
+    epoch_kimg: float = 45.0
     g_ema_beta: float = 0.0  # 0: G_ema is a copy of G (neither paper averages weights)
     tick_kimg: float = 4.0
     loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(name="dcgan", total_kimg=5000))
@@ -68,6 +78,10 @@ class BaselineTrainConfig:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is not one of {PRESETS}")
+        self.optimizer = self.optimizer or ("adam" if self.arch == "dcgan" else "sgd")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
+        self.lr = self.lr or (2e-4 if self.optimizer == "adam" else 0.02)
 
     def network_config(self) -> DCGANConfig | LAPGANConfig:
         if self.arch == "dcgan":
@@ -79,15 +93,23 @@ class BaselineTrainConfig:
         )
 
 
+def sgd_schedule(config: BaselineTrainConfig, nimg: int) -> tuple[float, float]:
+    """(learning rate, momentum) after ``nimg`` images: Denton et al.'s per-epoch steps."""
+    epoch = int(nimg // (config.epoch_kimg * 1000))
+    return config.lr / (1 + 4e-5) ** epoch, min(config.momentum + 0.0008 * epoch, 0.8)
+
+
 def preset(arch: str, name: str = "cpu", **overrides) -> BaselineTrainConfig:
     """``gpu``: the published networks at 64 px. ``cpu``: narrow networks at 32 px, 14 kimg (the
     PGGAN cpu preset's length), so the three architectures see the same number of images."""
     if name == "gpu":
         config = BaselineTrainConfig(arch=arch, preset="gpu", loop=gan_loop.LoopConfig(name=arch, total_kimg=5000))
     elif name == "cpu":
+        # LAPGAN's SGD needs more updates than Adam: minibatch 16 (PGGAN cpu's) gives 875 steps in
+        # 14 kimg; at 64 (220 steps) its coarse D stays at chance (docs/baselines.md).
         config = BaselineTrainConfig(
             arch=arch, preset="cpu", resolution=32, ngf=32, ndf=32, coarse_g_hidden=600, coarse_d_hidden=300,
-            level_g_features=32, level_d_features=32, batch_size=64, tick_kimg=1.0,
+            level_g_features=32, level_d_features=32, batch_size=64 if arch == "dcgan" else 16, tick_kimg=1.0,
             loop=gan_loop.LoopConfig(name=arch, total_kimg=14.0, snapshot_ticks=5),
         )
     else:
@@ -99,6 +121,8 @@ def apply_overrides(config: BaselineTrainConfig, overrides: dict) -> BaselineTra
     """Set top-level fields or ``loop.<field>`` from a flat mapping."""
     loop = {k[5:]: v for k, v in overrides.items() if k.startswith("loop.")}
     top = {k: v for k, v in overrides.items() if not k.startswith("loop.")}
+    if "optimizer" in top and "lr" not in top:
+        top["lr"] = 0.0  # the paper's rate of the optimiser chosen, not the preset's
     return dataclasses.replace(config, **top, loop=dataclasses.replace(config.loop, **loop))
 
 
@@ -116,19 +140,29 @@ class _Recipe(gan_loop.TwoPlayerOptim):
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.models = {"G_ema": self.G_ema, "G": self.G, "D": self.D}
         self.z_dim, self.num_classes = self.G.z_dim, 0
-        betas = (config.adam_beta1, config.adam_beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+        if config.optimizer == "adam":
+            betas = (config.adam_beta1, config.adam_beta2)
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+        else:
+            self.opt_g = torch.optim.SGD(self.G.parameters(), lr=config.lr, momentum=config.momentum)
+            self.opt_d = torch.optim.SGD(self.D.parameters(), lr=config.lr, momentum=config.momentum)
         self.scaler_g = grad_scaler(env.device, config.loop.amp)
         self.scaler_d = grad_scaler(env.device, config.loop.amp)
+        self._momentum = None
 
     def phase(self, nimg: int) -> gan_loop.Phase:
         c, ws = self.config, self.env.world_size
+        lr, self._momentum = sgd_schedule(c, nimg) if c.optimizer == "sgd" else (c.lr, None)
         return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size - c.batch_size % ws,
-                              tick_kimg=c.tick_kimg, lr_g=c.lr, lr_d=c.lr)
+                              tick_kimg=c.tick_kimg, lr_g=lr, lr_d=lr)
 
     def enter_phase(self, phase: gan_loop.Phase) -> None:
-        pass  # one phase: nothing to switch
+        for optimizer in (self.opt_g, self.opt_d):
+            for group in optimizer.param_groups:
+                group["lr"] = phase.lr_g
+                if self._momentum is not None:
+                    group["momentum"] = self._momentum
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -230,4 +264,4 @@ def load_run_config(run_or_snapshot: str | os.PathLike) -> BaselineTrainConfig:
 
 
 __all__ = ["ARCHS", "PRESETS", "BaselineTrainConfig", "DCGANRecipe", "LAPGANRecipe", "preset", "apply_overrides",
-           "train_baseline", "run_arch", "load_run_config"]
+           "train_baseline", "sgd_schedule", "run_arch", "load_run_config"]
