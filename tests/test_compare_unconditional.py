@@ -5,10 +5,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from lesion_metrics import registry
 from lesion_train import compare
+
+
+class StandIn(torch.nn.Module):
+    """Cheap 'pool3' features: per-channel means of 4x4 cells (48-d)."""
+
+    def forward(self, images):
+        return {"pool3": torch.nn.functional.adaptive_avg_pool2d(images.float(), 4).flatten(1)}
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +46,7 @@ def test_same_budget_seed_and_resolution_for_every_arch():
         compare.CompareConfig(archs=("wgan",))
 
 
-def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path):
+def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     tiny = {"pggan.fmap_base": 32, "pggan.fmap_max": 8, "pggan.z_dim": 8, "pggan.schedule.minibatch_base": 8,
             "dcgan.ngf": 4, "dcgan.ndf": 4, "dcgan.z_dim": 8, "dcgan.batch_size": 8,
@@ -65,5 +74,24 @@ def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path):
     before = sorted(p.name for p in (out / "runs").iterdir())
     again = CliRunner().invoke(load_app("compare_unconditional").main, args, catch_exceptions=False)
     assert again.exit_code == 0 and sorted(p.name for p in (out / "runs").iterdir()) == before
+    # The Inception metrics (a stand-in extractor here): the real features are extracted once and
+    # shared by the three architectures through the disk cache; FID's bias is stated in the table.
+    extracted = []
+
+    def counting(source, network, device, progress=True):
+        extracted.append(source.name)
+        return real_extract(source, network, device, progress)
+
+    real_extract = registry.extract_features
+    monkeypatch.setattr(registry, "extract_features", counting)
+    monkeypatch.setattr(registry.MetricOptions, "inception_extractor",
+                        lambda self: registry.FeatureExtractor("stand-in", StandIn()))
+    inception = [a if a != "swd,msssim" else "fid,kid,pr" for a in args]
+    result = CliRunner().invoke(load_app("compare_unconditional").main, inception, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sorted(extracted) == ["generated"] * 3 + ["real"]
+    table = (out / "table.md").read_text()
+    assert all(key in table for key in ("| fid |", "| kid |", "| precision |", "biased upwards"))
+    assert compare.DEFAULT_METRICS == ("swd", "msssim", "fid", "kid", "pr")
     bad = CliRunner().invoke(load_app("compare_unconditional").main, ["--set", "dcgan.ngf"])
     assert bad.exit_code == 2 and "ARCH.OPTION=VALUE" in bad.output

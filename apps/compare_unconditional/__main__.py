@@ -41,7 +41,9 @@ def _overrides(settings: tuple[str, ...]) -> dict:
 @click.option("--preset", type=click.Choice(["cpu", "gpu"]), default="cpu", help="Network/optimiser preset of all three.")
 @click.option("--archs", default=",".join(ARCHS), help="Comma-separated subset of the architectures.")
 @click.option("--metrics", default=",".join(DEFAULT_METRICS), help=f"Comma-separated subset of: {', '.join(list_metrics())}.")
-@click.option("--n", type=click.IntRange(min=2), default=2000, help="Generated images per model for the metrics.")
+@click.option("--n", type=click.IntRange(min=2), default=1000,
+              help="Generated images per model (and real ones, at most) for the metrics; FID at this n is biased "
+                   "upwards and ranks the rows of one table only.")
 @click.option("--phantom-count", type=int, default=2000, help="Phantom images when --data is not given.")
 @click.option("--seed", type=int, default=0, help="Seed of training and of the evaluation.")
 @click.option("--out", type=click.Path(), default="runs/compare", help="Output folder (runs, table, figure).")
