@@ -2,17 +2,20 @@
 
 - SWD: ours (vectorised torch) vs PGGAN's official algorithm, transcribed plainly in NumPy/SciPy
   below (the reference the parity tests also use), on N images of R px (default 2048 x 128 px).
-- Inception features: ours vs torch-fidelity's extractor (same weights), images/s.
+- Inception features: ours vs torch-fidelity's extractor (same weights): img/s, FLOPs, achieved
+  GFLOP/s, matmul GFLOP/s of the same process, MFU, peak MB (benchmarks/_perf.py).
 - MS-SSIM: ours vs pytorch-msssim on 192 px pairs.
 
-    uv run python benchmarks/metrics_speed.py [--n 2048] [--res 128] [--skip-reference]
+    flock /tmp/bench.lock uv run python benchmarks/metrics_speed.py [--n 2048] [--res 128] [--skip-reference]
+        [--only swd,inception,msssim] [--swd-iters 3] [--inception-n 64] [--inception-batch 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 import tempfile
-import time
 
 import numpy as np
 import scipy.ndimage
@@ -105,6 +108,14 @@ def ref_swd(reals, fakes, minibatch=64):
 # ---------------------------------------------------------------------------------------------
 
 
+def _perf():
+    # Imported here, not at the top: the SWD tests import this file for the reference code alone.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import _perf
+
+    return _perf
+
+
 def _images(n, res, seed):
     from lesion_metrics.swd import laplacian_pyramid  # noqa: F401  (import cost outside timings)
 
@@ -114,39 +125,51 @@ def _images(n, res, seed):
     return (torch.nn.functional.interpolate(low, size=(res, res), mode="bilinear") * 255).to(torch.uint8)
 
 
-def bench_swd(n, res, skip_reference):
+def bench_swd(n, res, skip_reference, iters):
     from lesion_metrics import ImageSource, MetricOptions, calc_metric
     from lesion_metrics.swd import collect_descriptors, random_directions, sliced_wasserstein
 
+    perf = _perf()
     reals, fakes = _images(n, res, 1), _images(n, res, 2)
     real_src, fake_src = ImageSource.from_array(reals, "real", 256), ImageSource.from_array(fakes, "fake", 256)
-    # The same work as the official code (no real-vs-real baseline): the speed-up compares this.
-    start = time.perf_counter()
-    g = torch.Generator().manual_seed(0)
-    (real,), _ = collect_descriptors(real_src, n, g, "cpu")
-    (fake,), _ = collect_descriptors(fake_src, n, g, "cpu")
-    dists = [sliced_wasserstein(a, b, random_directions(a.shape[1], g)) * 1e3 for a, b in zip(real, fake)]
-    t_ours = time.perf_counter() - start
-    print(f"SWD ours      {n} x {res}px: {t_ours:8.2f} s  avg {np.mean(dists):.4f}")
-    start = time.perf_counter()
-    full = calc_metric("swd", MetricOptions(real_src, fake_src, progress=False))["results"]
-    print(f"SWD metric with its real-vs-real baseline: {time.perf_counter() - start:8.2f} s  avg {full['swd_avg']:.4f}  "
-          f"(baseline {full['swd_real_baseline_avg']:.4f})")
+    dists = []
+
+    def ours():
+        # The same work as the official code (no real-vs-real baseline): the speed-up compares this.
+        g = torch.Generator().manual_seed(0)
+        (real,), _ = collect_descriptors(real_src, n, g, "cpu")
+        (fake,), _ = collect_descriptors(fake_src, n, g, "cpu")
+        dists[:] = [sliced_wasserstein(a, b, random_directions(a.raw.shape[1], g)) * 1e3 for a, b in zip(real, fake)]
+
+    t_ours = perf.median_seconds(ours, warmup=0, iters=iters)
+    print(f"SWD ours      {n} x {res}px: {t_ours:8.2f} s (median of {iters})  avg {np.mean(dists):.4f}", flush=True)
+    full = {}
+
+    def metric():
+        full.update(calc_metric("swd", MetricOptions(real_src, fake_src, progress=False))["results"])
+
+    t_metric = perf.median_seconds(metric, warmup=0, iters=1)
+    print(f"SWD metric with its real-vs-real baseline: {t_metric:8.2f} s  avg {full['swd_avg']:.4f}  "
+          f"(baseline {full['swd_real_baseline_avg']:.4f})", flush=True)
     if skip_reference:
         return
-    np.random.seed(0)
-    start = time.perf_counter()
-    ref = ref_swd(reals.numpy(), fakes.numpy())
-    t_ref = time.perf_counter() - start
+    ref = []
+
+    def official():
+        np.random.seed(0)
+        ref[:] = ref_swd(reals.numpy(), fakes.numpy())
+
+    t_ref = perf.median_seconds(official, warmup=0, iters=1)
     print(f"SWD official  {n} x {res}px: {t_ref:8.2f} s  avg {ref[-1]:.4f}")
-    print(f"SWD speed-up: {t_ref / t_ours:.1f}x")
+    print(f"SWD speed-up: {t_ref / t_ours:.1f}x", flush=True)
 
 
-def bench_inception(n):
+def bench_inception(n, batch, iters):
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     from lesion_metrics.inception import load_inception, load_weights
 
+    perf = _perf()
     images = _images(n, 256, 3)
     ours = load_inception()
     state = dict(load_weights())
@@ -154,31 +177,32 @@ def bench_inception(n):
     with tempfile.NamedTemporaryFile(suffix=".pth") as f:
         torch.save(state, f.name)
         theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=f.name)
-    rates = {}
-    with torch.no_grad():
+    matmul = perf.matmul_gflops()
+    rows = {}
+    print(f"Inception features of {n} images of 256 px in batches of {batch} (resized to 299 inside)")
+    print(perf.HEADER)
+    with torch.inference_mode():
         for name, fn in (("ours", lambda x: ours(x)["pool3"]), ("torch-fidelity", lambda x: theirs(x)[0])):
-            fn(images[:2])
-            start = time.perf_counter()
-            for i in range(0, n, 16):
-                fn(images[i:i + 16])
-            rates[name] = n / (time.perf_counter() - start)
-            print(f"Inception {name:15s}: {rates[name]:7.1f} img/s")
-    print(f"Inception speed ratio (ours / torch-fidelity): {rates['ours'] / rates['torch-fidelity']:.2f}")
+            def run(fn=fn):
+                for i in range(0, n, batch):
+                    fn(images[i:i + batch])
+
+            rows[name] = perf.measure(f"inception {name}", run, n, iters=iters, matmul=matmul)
+            print(perf.row(rows[name]), flush=True)
+    print(f"Inception FLOPs per image: {rows['ours'].flops / n / 1e9:.2f} GFLOP")
+    print(f"Inception speed ratio (ours / torch-fidelity): {rows['ours'].img_per_s / rows['torch-fidelity'].img_per_s:.2f}")
 
 
-def bench_msssim(n):
+def bench_msssim(n, iters):
     import pytorch_msssim
 
     from lesion_metrics.msssim import ms_ssim
 
+    perf = _perf()
     a, b = _images(n, 192, 4).float(), _images(n, 192, 5).float()
     timings = {}
     for name, fn in (("ours", lambda: ms_ssim(a, b)), ("pytorch-msssim", lambda: pytorch_msssim.ms_ssim(a, b, 255, size_average=False))):
-        fn()
-        start = time.perf_counter()
-        for _ in range(3):
-            fn()
-        timings[name] = (time.perf_counter() - start) / 3
+        timings[name] = perf.median_seconds(fn, iters=iters)
         print(f"MS-SSIM {name:15s}: {n / timings[name]:8.1f} pairs/s")
     print(f"MS-SSIM speed ratio (ours / pytorch-msssim): {timings['pytorch-msssim'] / timings['ours']:.2f}")
 
@@ -187,14 +211,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2048, help="SWD images per side")
     parser.add_argument("--res", type=int, default=128, help="SWD image size")
+    parser.add_argument("--swd-iters", type=int, default=3, help="runs of our SWD (median); the official runs once")
     parser.add_argument("--inception-n", type=int, default=64)
+    parser.add_argument("--inception-batch", type=int, default=16)
     parser.add_argument("--msssim-n", type=int, default=64)
+    parser.add_argument("--iters", type=int, default=3, help="timed runs (median) for Inception and MS-SSIM")
+    parser.add_argument("--only", default="swd,inception,msssim", help="comma-separated subset to run")
     parser.add_argument("--skip-reference", action="store_true", help="time only our SWD")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     print(f"torch threads: {torch.get_num_threads()}")
-    bench_swd(args.n, args.res, args.skip_reference)
-    bench_inception(args.inception_n)
-    bench_msssim(args.msssim_n)
+    if "swd" in only:
+        bench_swd(args.n, args.res, args.skip_reference, args.swd_iters)
+    if "inception" in only:
+        bench_inception(args.inception_n, args.inception_batch, args.iters)
+    if "msssim" in only:
+        bench_msssim(args.msssim_n, args.iters)
 
 
 if __name__ == "__main__":

@@ -81,3 +81,40 @@ def test_too_small_images_are_a_clear_error(smooth):
     src = ImageSource.from_array(smooth(2, 8, seed=0), "real")
     with pytest.raises(NotEnoughImages, match="at least 16 px"):
         calc_metric("swd", MetricOptions(src, src, progress=False))
+
+
+def test_folded_normalisation_equals_official_on_raw_descriptors(ref):
+    # Raw descriptors far from zero mean (like the coarsest level) and more rows than one GEMM chunk:
+    # normalising via the directions must give the official value on the normalised copies.
+    g = torch.Generator().manual_seed(6)
+    n = S.GEMM_CHUNK + 1808
+    raw_a = torch.randn(n, 3, 7, 7, generator=g) * torch.tensor([40.0, 30, 20]).view(1, 3, 1, 1) + 128
+    raw_b = raw_a + torch.randn(n, 3, 7, 7, generator=g) * 5 + 3
+    dirs = S.random_directions(147, g)
+    value = S.sliced_wasserstein(S.Descriptors.of(raw_a), S.Descriptors.of(raw_b), dirs)
+    expected = ref.ref_sliced_wasserstein(ref.ref_finalize(raw_a.numpy().copy()), ref.ref_finalize(raw_b.numpy().copy()),
+                                          dirs=dirs.numpy())
+    assert value == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_chunked_collection_gives_official_descriptors_and_moments(ref, smooth):
+    # 45 images in batches of 20: chunks of 32 within batches, a partial last batch, two draws.
+    images = smooth(45, 32, seed=7)
+    (first, second), res = S.collect_descriptors(ImageSource.from_array(images, "real", 20), 45,
+                                                 torch.Generator().manual_seed(8), "cpu", draws=2)
+    assert res == [32, 16]
+    g = torch.Generator().manual_seed(8)
+    expected = [[[], []], [[], []]]
+    for start in range(0, 45, 20):
+        batch = images[start:start + 20]
+        pyramid = ref.ref_laplacian_pyramid(batch.numpy(), 2)
+        for draw in range(2):
+            for lod, size in enumerate(res):
+                pos = S.sample_positions(len(batch), size, size, g)
+                expected[draw][lod].append(ref.ref_descriptors(pyramid[lod], positions=pos.numpy()))
+    for ours, theirs in zip((first, second), expected):
+        for level, desc in zip(ours, theirs):
+            desc = np.concatenate(desc)
+            np.testing.assert_allclose(level.raw.numpy(), desc.reshape(len(desc), -1), atol=1e-3)
+            np.testing.assert_allclose(level.mean.numpy(), desc.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(level.std.numpy(), desc.std(axis=(0, 2, 3)), rtol=1e-5)
