@@ -216,9 +216,12 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.G.to(env.device), self.D.to(env.device)
         if config.init_global:
             self._load_global(Path(config.init_global))
-        betas = self.arch.betas
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.resolved("lr_g"), betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.resolved("lr_d"), betas=betas)
+        # Fused Adam: one pass over parameter, gradient and both moments instead of about ten
+        # elementwise kernels per tensor. Same update up to float rounding; at 128 px batch 1 the
+        # default (single-tensor) Adam over pix2pixHD's 182M parameters took half of the step.
+        adam = dict(betas=self.arch.betas, fused=env.device.type in ("cpu", "cuda"))
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.resolved("lr_g"), **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.resolved("lr_d"), **adam)
         self.scaler_g, self.scaler_d = grad_scaler(env.device, config.amp), grad_scaler(env.device, config.amp)
         self.gan_mode = config.resolved("gan_mode")
         self.lambda_feat, self.lambda_l1 = config.resolved("lambda_feat"), config.resolved("lambda_l1")
