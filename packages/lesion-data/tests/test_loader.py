@@ -96,6 +96,17 @@ def test_prefetch_gives_the_same_batches_and_resumes(store):
     assert ahead._queue is None
 
 
+def test_batches_kept_by_the_caller_survive_the_reused_read_buffer(store):
+    reused = StoreBatches(store, 8, 5, seed=3, with_masks=True, augment=False)
+    assert reused._reuse
+    kept = [next(reused) for _ in range(4)]
+    fresh = StoreBatches(store, 8, 5, seed=3, with_masks=True, augment=False, prefetch=1)
+    for old in kept:
+        new = next(fresh)
+        assert all(torch.equal(old[k], new[k]) for k in ("images", "labels", "masks"))
+    fresh.close()
+
+
 def test_dropping_a_prefetching_iterator_stops_its_thread(store):
     import gc
     import threading
