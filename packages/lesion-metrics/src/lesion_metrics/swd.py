@@ -6,7 +6,7 @@ unit variance, then 4 repeats x 128 random unit directions; SWD is the mean abso
 sorted projections, x1e3, per level and averaged. The same algorithm, vectorised in torch: the pyramid
 is two small matmuls per step (per chunk of 32 images, in cache), neighbourhoods one index_select into
 preallocated buffers, the normalisation folded into the directions (no pass over the descriptors), and
-the 128 directions of a repeat one chunked matmul and one row-wise sort with the distance fused in.
+the 128 directions of a repeat one matmul and one row-wise sort with the distance fused in.
 A real-vs-real baseline (a second, independent draw of neighbourhoods from the real images) is always
 reported beside it, to show the sampling noise floor.
 """
@@ -30,7 +30,6 @@ DIR_REPEATS = 4
 DIRS_PER_REPEAT = 128
 MIN_RESOLUTION = 16
 CHUNK_IMAGES = 32
-GEMM_CHUNK = 8192
 
 
 def swd_resolutions(size: int) -> list[int]:
@@ -211,8 +210,8 @@ def sorted_projections(desc: Descriptors, dirs: torch.Tensor, reference: torch.T
     """(directions, neighbourhoods) normalised projections with each row sorted, and, given the sorted
     ``reference`` rows of another set, the sum of |sorted - reference| over all of them.
 
-    On CPU the projection runs in column chunks of 8192 neighbourhoods (measured 1.6x faster here than
-    one call for the skinny K=147 GEMM: each chunk's operands stay in cache). Then each of torch's threads takes a block of
+    On CPU one matmul projects (column chunks of 8192 neighbourhoods were 1.6x faster on one thread
+    but no faster on two under load, so not kept), then each of torch's threads takes a block of
     rows, sorts them with NumPy (SIMD, in place; ~10x faster per core here than torch's CPU sort and
     than sorting down columns as the official code does; releases the GIL), and shifts, compares and
     sums each row right after sorting it, while the row is still in its core's cache. On GPUs, one
@@ -223,9 +222,7 @@ def sorted_projections(desc: Descriptors, dirs: torch.Tensor, reference: torch.T
     if desc.raw.device.type != "cpu":
         proj = torch.sort(torch.mm(weights, desc.raw.T), dim=1).values.sub_(shift[:, None])
         return proj, 0.0 if reference is None else (proj - reference).abs_().sum().item()
-    proj = torch.empty(len(weights), len(desc.raw))
-    for i in range(0, len(desc.raw), GEMM_CHUNK):
-        torch.mm(weights, desc.raw[i:i + GEMM_CHUNK].T, out=proj[:, i:i + GEMM_CHUNK])
+    proj = torch.mm(weights, desc.raw.T)  # contiguous rows: one direction each
     rows, shifts = proj.numpy(), shift.numpy()
     ref = None if reference is None else reference.numpy()
 
