@@ -76,7 +76,7 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
     os.replace(tmp, path)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no version counters, no views tracking)
 def sample_to_folder(G, out: Path, n: int, seed: int = 0, class_index: int | None = None,
                      device: torch.device | str = "cpu", batch: int = 64) -> Path:
     """Write ``n`` PNGs ``<seed>_<i>.png`` and ``grid.png`` (the first 64); returns the grid path."""
@@ -102,7 +102,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def interpolation_strip(G, out: Path, seed: int = 0, rows: int = 4, steps: int = 10, class_index: int | None = None,
                         device: torch.device | str = "cpu") -> Path:
     """``rows`` latent walks of ``steps`` frames each (slerp between images 2r and 2r+1 of the seed)."""
