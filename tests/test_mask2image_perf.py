@@ -64,3 +64,19 @@ def test_freed_tensor_memory_is_reused_without_new_page_faults():
         torch.ones(16 * 2**20).sum()
     pages = 64 * 2**20 // resource.getpagesize()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < pages
+
+
+def test_inference_in_channels_last_gives_the_same_images():
+    """pggan_sample's channels_last generator draws the same images as the NCHW one."""
+    from lesion_models.pggan import PGGANConfig, PGGANGenerator
+
+    from lesion_train.sampling import for_inference
+
+    torch.manual_seed(0)
+    G = PGGANGenerator(PGGANConfig(resolution=32, fmap_base=64, fmap_max=32, num_classes=3)).eval()
+    z, labels = torch.randn(3, G.z_dim), torch.tensor([0, 1, 2])
+    with torch.inference_mode():
+        expected = G(z, labels)
+        fast = for_inference(G, "cpu")
+        assert not fast.training and not fast.blocks[0][0].weight.is_contiguous()  # NHWC now
+        torch.testing.assert_close(fast(z, labels), expected, rtol=1e-4, atol=1e-4)  # uint8 step: 8e-3
