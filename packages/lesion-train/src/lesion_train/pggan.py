@@ -133,6 +133,7 @@ class PGGANTrainConfig:
     g_ema_beta: float = 0.999
     g_ema_rampup: bool = False  # beta_t = min(beta, (1 + t) / (10 + t)), as TF's ExponentialMovingAverage
     channels_last: bool = True  # pays on CUDA and, measured here, ~1.7x on CPU (oneDNN)
+    fused_adam: bool = True  # one fused kernel per optimizer step instead of ~10 passes over the weights
     schedule: PGGANSchedule = dataclasses.field(default_factory=PGGANSchedule)
     loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(name="pggan"))
 
@@ -249,7 +250,8 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
 
     def _reset_optimizers(self) -> None:
         c = self.config
-        kwargs = dict(lr=c.schedule.lr_base, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps)
+        kwargs = dict(lr=c.schedule.lr_base, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
+                      fused=c.fused_adam or None)
         self.opt_g = torch.optim.Adam(self.G.parameters(), **kwargs)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **kwargs)
 
@@ -310,8 +312,7 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
             beta = min(beta, (1 + self.ema_steps) / (10 + self.ema_steps))
         self.ema_steps += 1
         with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-                p_ema.lerp_(p, 1.0 - beta)
+            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
         return {**d_terms, **g_terms}
 
     def state_dict(self) -> dict:

@@ -1,0 +1,32 @@
+"""Speed options of the PGGAN step give the same step as the plain path (float tolerance)."""
+
+import dataclasses
+
+import torch
+
+from lesion_train import pggan
+from lesion_train.distributed import DistEnv
+
+
+def _one_step(**options):
+    config = pggan.preset("cpu", resolution=8, fmap_base=64, fmap_max=16, z_dim=16, **options)
+    torch.manual_seed(0)
+    recipe = pggan.PGGANRecipe(config, 0, DistEnv())
+    phase = dataclasses.replace(recipe.phase(10**9), batch_size=8)
+    recipe.enter_phase(phase)
+    images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for _ in range(2):  # the second step sees Adam's moments
+        terms = recipe.train_step({"images": images}, phase)
+    return terms, {name: model.state_dict() for name, model in recipe.models.items()}
+
+
+def test_fused_adam_and_channels_last_match_the_plain_step():
+    torch.set_num_threads(1)
+    plain_terms, plain = _one_step(fused_adam=False, channels_last=False)
+    for options in ({"fused_adam": True, "channels_last": False}, {"fused_adam": True, "channels_last": True}):
+        terms, states = _one_step(**options)
+        for name, value in plain_terms.items():
+            torch.testing.assert_close(terms[name], value, rtol=1e-4, atol=1e-5)
+        for model, state in plain.items():
+            for key, value in state.items():
+                torch.testing.assert_close(states[model][key], value, rtol=1e-4, atol=1e-5, msg=f"{model}.{key}")
