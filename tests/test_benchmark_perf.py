@@ -28,3 +28,15 @@ def test_measure_runs_and_reports_a_positive_matmul_rate():
     x = torch.randn(64, 64)
     m = _perf.measure("mm", lambda: x @ x, images_per_iter=1, warmup=1, iters=2)
     assert m.flops == 2 * 64**3 and m.seconds > 0 and m.matmul_gflops > 0 and m.peak_mb > 0
+
+
+def test_count_flops_through_a_gradient_penalty():
+    # autograd.grad w.r.t. a module's leaf input failed under FlopCounterMode's module hooks (torch 2.15).
+    critic = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 8, requires_grad=True)
+
+    def penalty():
+        (g,) = torch.autograd.grad(critic(x).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+
+    assert _perf.count_flops(penalty) > 0
