@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from lesion_train.distributed import DistEnv
-from lesion_train.mask2image import Mask2ImageConfig, Mask2ImageTrainer, reuse_freed_memory
+from lesion_train.distributed import DistEnv, reuse_freed_memory
+from lesion_train.mask2image import Mask2ImageConfig, Mask2ImageTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = dict(resolution=32, batch_size=2, ngf=4, ndf=4, n_blocks=1)

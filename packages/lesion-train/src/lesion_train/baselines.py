@@ -29,7 +29,7 @@ from lesion_models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from lesion_models.lapgan import LAPGANConfig, LAPGANDiscriminator, LAPGANGenerator, up
 
 from lesion_train import gan_loop, runs
-from lesion_train.distributed import DistEnv, autocast, grad_scaler
+from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
 from lesion_train.pggan import train_recipe
 
 ARCHS = ("dcgan", "lapgan")
@@ -134,6 +134,8 @@ class _Recipe(gan_loop.TwoPlayerOptim):
 
     def __init__(self, config: BaselineTrainConfig, env: DistEnv):
         self.config, self.env = config, env
+        if env.device.type == "cpu":
+            reuse_freed_memory()
         net = config.network_config()
         self.G = self.G_class(net).to(env.device)
         self.D = self.D_class(net).to(env.device)

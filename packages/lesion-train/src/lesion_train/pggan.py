@@ -43,6 +43,7 @@ from lesion_train.distributed import (
     barrier,
     grad_scaler,
     init_distributed,
+    reuse_freed_memory,
     shutdown_distributed,
 )
 
@@ -228,6 +229,8 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
     def __init__(self, config: PGGANTrainConfig, num_classes: int, env: DistEnv):
         self.config, self.env = config, env
         self.num_classes = num_classes
+        if env.device.type == "cpu":
+            reuse_freed_memory()
         net = config.network_config(num_classes)
         self.z_dim = net.z_dim
         self.G = PGGANGenerator(net).to(env.device)
