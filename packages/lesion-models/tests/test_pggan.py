@@ -81,6 +81,36 @@ def test_equalized_lr_scales_at_run_time():
     assert 0.8 < dense.weight.std().item() < 1.2  # weights ~ N(0, 1), not He-initialised
 
 
+@pytest.mark.parametrize("small", [6, 16])  # below and at the sizes that take the stride-2 form
+def test_resampling_convolutions_equal_the_separate_layers(small):
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(5, 7, 3).double()
+    with torch.no_grad():
+        conv.bias.normal_()
+    x, large = torch.randn(2, 5, small, small, dtype=torch.float64), torch.randn(2, 5, 2 * small, 2 * small, dtype=torch.float64)
+    up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    torch.testing.assert_close(conv.upscale_conv(x), conv(up), rtol=0, atol=1e-12)
+    torch.testing.assert_close(conv.conv_downscale(large), torch.nn.functional.avg_pool2d(conv(large), 2), rtol=0, atol=1e-12)
+
+
+def test_fused_scale_discriminator_activates_after_the_downscale():
+    _, D_fused = tiny(fused_scale=True)
+    _, D_plain = tiny(fused_scale=False)
+    D_plain.load_state_dict(D_fused.state_dict())
+    # D: the official fused block is act(bias(conv_down(x))); the unfused one downscale(act(bias(conv(x)))).
+    images = torch.randn(4, 3, 8, 8)
+    D_fused.set_stage(8), D_plain.set_stage(8)
+    conv0, conv1 = D_fused.blocks[0]
+    x = D_fused._lrelu(conv0(D_fused._lrelu(D_fused.from_rgb[1](images))))
+    fused_block = D_fused._lrelu(torch.nn.functional.avg_pool2d(conv1(x), 2))
+    plain_block = torch.nn.functional.avg_pool2d(D_fused._lrelu(conv1(x)), 2)
+    assert not torch.allclose(fused_block, plain_block)
+    for D, block in ((D_fused, fused_block), (D_plain, plain_block)):
+        tail = D._lrelu(D.conv4(minibatch_stddev(block, 4)))
+        expected = D.dense1(D._lrelu(D.dense0(tail.flatten(1))))[:, 0]
+        torch.testing.assert_close(D(images)[0], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_pixel_norm_gives_unit_rms():
     x = torch.randn(3, 7, 4, 4) * 5
     y = pixel_norm(x)
