@@ -1,5 +1,9 @@
 """Fixtures shared by the cross-package tests."""
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -13,3 +17,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def load_app():
+    """Import an app's ``__main__.py`` as a module (apps are folders run by ``uv run apps/NAME``)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"app_{name}", root / "apps" / name / "__main__.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,7 +1,6 @@
 """DCGAN and LAPGAN training through lesion_train.baselines and apps/pggan_train --arch (in process):
 tiny 32 px runs on phantoms, resume, level independence, the sampling app on a baseline run."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -16,7 +15,6 @@ from lesion_models.lapgan import LAPGANGenerator
 from lesion_train import baselines, runs
 from lesion_train.distributed import DistEnv
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -32,13 +30,6 @@ def tiny_config(tmp_path, arch, **overrides):
         "loop.run_root": str(tmp_path / "runs"), "loop.cpu_threads": 1,
     }
     return baselines.preset(arch, "cpu", **{**base, **overrides})
-
-
-def load_app(name):
-    spec = importlib.util.spec_from_file_location(f"app_{name}", ROOT / "apps" / name / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_published_defaults():
@@ -131,7 +122,7 @@ def test_lapgan_levels_are_independent(tmp_path):
     assert torch.allclose(critics[0][1], torch.nn.functional.avg_pool2d(reals, 4), atol=1e-6)
 
 
-def test_app_arch_dcgan_then_resume_and_sample(tmp_path):
+def test_app_arch_dcgan_then_resume_and_sample(tmp_path, load_app):
     app = load_app("pggan_train")
     args = ["--arch", "dcgan", "--phantom-count", "64", "--z-dim", "8", "--total-kimg", "0.064", "--tick-kimg", "0.064",
             "--minibatch-repeats", "1", "--grid-size", "4", "--cpu-threads", "1", "--out", str(tmp_path / "runs")]

@@ -1,8 +1,6 @@
 """apps/compare_unconditional on a tiny budget (in process), and the fairness rules of lesion_train.compare."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,19 +17,11 @@ class StandIn(torch.nn.Module):
     def forward(self, images):
         return {"pool3": torch.nn.functional.adaptive_avg_pool2d(images.float(), 4).flatten(1)}
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def phantom_cache(tmp_path_factory, monkeypatch, one_thread):
     monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def load_app(name):
-    spec = importlib.util.spec_from_file_location(f"app_{name}", ROOT / "apps" / name / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_same_budget_seed_and_resolution_for_every_arch():
@@ -46,7 +36,7 @@ def test_same_budget_seed_and_resolution_for_every_arch():
         compare.CompareConfig(archs=("wgan",))
 
 
-def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path, monkeypatch):
+def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path, monkeypatch, load_app):
     out = tmp_path / "cmp"
     tiny = {"pggan.fmap_base": 32, "pggan.fmap_max": 8, "pggan.z_dim": 8, "pggan.schedule.minibatch_base": 8,
             "dcgan.ngf": 4, "dcgan.ndf": 4, "dcgan.z_dim": 8, "dcgan.batch_size": 8,

@@ -4,7 +4,6 @@ Each subprocess imports torch afresh (15-40 s on the shared 2-core machine), so 
 train -> sample smoke test runs by default; torchrun, SIGKILL and divergence runs are slow-marked
 (their in-process counterparts live in test_pggan_train.py)."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -42,21 +41,14 @@ def log_of(run_dir):
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def load_app(name):
-    spec = importlib.util.spec_from_file_location(f"app_{name}", ROOT / "apps" / name / "__main__.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_train_help_lists_every_option_with_defaults():
+def test_train_help_lists_every_option_with_defaults(load_app):
     out = CliRunner().invoke(load_app("pggan_train").main, ["--help"], terminal_width=200).output
     for option in ("--preset", "--data", "--resolution", "--total-kimg", "--resume", "--amp", "--conditional", "--loss"):
         assert option in out
     assert "default: cpu" in out and "from --preset" in out
 
 
-def test_train_then_sample(tmp_path):
+def test_train_then_sample(tmp_path, load_app):
     proc = run_app(tmp_path, "pggan_train", *TINY, "--total-kimg", "0.128", "--conditional", "--out", "runs")
     grid = Path(proc.stdout.strip().splitlines()[-1])
     assert grid.is_file() and grid.suffix == ".png", proc.stdout

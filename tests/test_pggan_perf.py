@@ -4,17 +4,18 @@ import dataclasses
 
 import torch
 
+import lesion_models.pggan
 from lesion_train import pggan
 from lesion_train.distributed import DistEnv
 
 
-def _one_step(**options):
-    config = pggan.preset("cpu", resolution=8, fmap_base=64, fmap_max=16, z_dim=16, **options)
+def _one_step(resolution=8, **options):
+    config = pggan.preset("cpu", resolution=resolution, fmap_base=64, fmap_max=16, z_dim=16, **options)
     torch.manual_seed(0)
     recipe = pggan.PGGANRecipe(config, 0, DistEnv())
     phase = dataclasses.replace(recipe.phase(10**9), batch_size=8)
     recipe.enter_phase(phase)
-    images = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    images = torch.rand(8, 3, resolution, resolution, generator=torch.Generator().manual_seed(1)) * 2 - 1
     for _ in range(2):  # the second step sees Adam's moments
         terms = recipe.train_step({"images": images}, phase)
     return terms, {name: model.state_dict() for name, model in recipe.models.items()}
@@ -30,3 +31,24 @@ def test_fused_adam_and_channels_last_match_the_plain_step():
         for model, state in plain.items():
             for key, value in state.items():
                 torch.testing.assert_close(states[model][key], value, rtol=1e-4, atol=1e-5, msg=f"{model}.{key}")
+
+
+def test_strided_resampling_convolutions_give_the_plain_step(monkeypatch):
+    """At 32 px G's last and D's last two resampling convolutions take the stride-2 form."""
+    torch.set_num_threads(1)
+    strided_terms, strided = _one_step(resolution=32)
+    monkeypatch.setattr(lesion_models.pggan, "FUSED_UPSCALE_FROM", 10**9)
+    monkeypatch.setattr(lesion_models.pggan, "FUSED_DOWNSCALE_FROM", 10**9)
+    plain_terms, plain = _one_step(resolution=32)
+    for name, value in plain_terms.items():
+        torch.testing.assert_close(strided_terms[name], value, rtol=1e-4, atol=1e-5)
+    for model, state in plain.items():
+        for key, value in state.items():
+            torch.testing.assert_close(strided[model][key], value, rtol=1e-4, atol=1e-5, msg=f"{model}.{key}")
+
+
+def test_channels_last_auto_follows_the_final_resolution_on_the_cpu():
+    for resolution, expected in ((32, torch.contiguous_format), (128, torch.channels_last)):
+        config = pggan.preset("cpu", resolution=resolution, fmap_base=64, fmap_max=16, z_dim=16)
+        assert config.channels_last is None
+        assert pggan.PGGANRecipe(config, 0, DistEnv()).memory_format == expected
