@@ -39,7 +39,7 @@ import _perf  # noqa: E402
 @click.option("--iters", type=int, default=5, help="Timed iterations per resolution (median).")
 @click.option("--device", default="auto")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off")
-@click.option("--channels-last/--no-channels-last", default=None, help="Default: as the trainer chooses.")
+@click.option("--channels-last/--no-channels-last", default=True)
 @click.option("--fused-adam/--no-fused-adam", default=True)
 @click.option("--cpu-threads", type=int, default=0, help="0 = every core.")
 def main(resolutions, fmap_base, fmap_max, z_dim, batch, iters, device, amp, channels_last, fused_adam, cpu_threads):
@@ -48,7 +48,7 @@ def main(resolutions, fmap_base, fmap_max, z_dim, batch, iters, device, amp, cha
         torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
     matmul = _perf.matmul_gflops(env.device)
     print(f"device {env.device}, threads {torch.get_num_threads()}, fmap_base {fmap_base}, fmap_max {fmap_max}, "
-          f"z_dim {z_dim}, batch {batch}, amp {amp}, channels_last {'auto' if channels_last is None else channels_last}, fused_adam {fused_adam}, "
+          f"z_dim {z_dim}, batch {batch}, amp {amp}, channels_last {channels_last}, fused_adam {fused_adam}, "
           f"iters {iters}, matmul {matmul:.1f} GFLOP/s")
     print(_perf.HEADER, flush=True)
     rows = []

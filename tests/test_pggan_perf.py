@@ -46,9 +46,3 @@ def test_strided_resampling_convolutions_give_the_plain_step(monkeypatch):
         for key, value in state.items():
             torch.testing.assert_close(strided[model][key], value, rtol=1e-4, atol=1e-5, msg=f"{model}.{key}")
 
-
-def test_channels_last_auto_follows_the_final_resolution_on_the_cpu():
-    for resolution, expected in ((32, torch.contiguous_format), (128, torch.channels_last)):
-        config = pggan.preset("cpu", resolution=resolution, fmap_base=64, fmap_max=16, z_dim=16)
-        assert config.channels_last is None
-        assert pggan.PGGANRecipe(config, 0, DistEnv()).memory_format == expected

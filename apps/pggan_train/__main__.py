@@ -76,8 +76,7 @@ def baseline_options(arch: str, given: dict) -> dict:
 @click.option("--seed", type=int, default=None, show_default="0")
 @click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=None, show_default="off")
-@click.option("--channels-last/--no-channels-last", default=None,
-              show_default="on CUDA, and on the CPU from 128 px")
+@click.option("--channels-last/--no-channels-last", default=None, show_default="channels-last")
 @click.option("--cpu-threads", type=int, default=None, show_default="0 = auto (idle cores)")
 @click.option("--out", type=click.Path(), default=None, show_default="runs", help="Root of run directories.")
 @click.option("--name", default=None, show_default="pggan", help="Run name suffix.")
