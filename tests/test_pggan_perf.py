@@ -46,3 +46,9 @@ def test_strided_resampling_convolutions_give_the_plain_step(monkeypatch):
         for key, value in state.items():
             torch.testing.assert_close(strided[model][key], value, rtol=1e-4, atol=1e-5, msg=f"{model}.{key}")
 
+
+
+def test_fused_scale_option_reaches_the_networks():
+    for fused in (True, False):
+        config = pggan.preset("cpu", resolution=16, fmap_base=64, fmap_max=16, z_dim=16, fused_scale=fused)
+        assert pggan.PGGANRecipe(config, 0, DistEnv()).D.config.fused_scale is fused

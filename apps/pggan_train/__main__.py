@@ -17,7 +17,7 @@ FROM_PRESET = "from --preset"
 FIELDS = {
     "data": "data", "resolution": "resolution", "conditional": "conditional", "augment": "augment",
     "phantom_count": "phantom_count", "loss": "loss", "fmap_base": "fmap_base", "fmap_max": "fmap_max",
-    "z_dim": "z_dim", "mbstd_group_size": "mbstd_group_size", "g_ema_beta": "g_ema_beta", "g_ema_rampup": "g_ema_rampup",
+    "z_dim": "z_dim", "mbstd_group_size": "mbstd_group_size", "fused_scale": "fused_scale", "g_ema_beta": "g_ema_beta", "g_ema_rampup": "g_ema_rampup",
     "gp_lambda": "gp_lambda", "r1_gamma": "r1_gamma", "channels_last": "channels_last",
     "total_kimg": "loop.total_kimg", "minibatch_repeats": "loop.minibatch_repeats",
     "snapshot_ticks": "loop.snapshot_ticks", "grid_size": "loop.grid_size", "seed": "loop.seed",
@@ -65,6 +65,8 @@ def baseline_options(arch: str, given: dict) -> dict:
 @click.option("--fmap-max", type=int, default=None, show_default=FROM_PRESET)
 @click.option("--z-dim", type=int, default=None, show_default=FROM_PRESET)
 @click.option("--mbstd-group-size", type=int, default=None, show_default="4")
+@click.option("--fused-scale/--no-fused-scale", default=None, show_default="fused-scale",
+              help="Official D block order: leaky ReLU after the downscale (--no-: before it).")
 @click.option("--g-ema-beta", type=float, default=None, show_default=FROM_PRESET, help="Generator EMA per step.")
 @click.option("--g-ema-rampup/--no-g-ema-rampup", default=None, show_default=FROM_PRESET,
               help="EMA beta_t = min(beta, (1+t)/(10+t)) for short runs.")

@@ -119,6 +119,7 @@ class PGGANTrainConfig:
     fmap_max: int = 512
     z_dim: int = 512
     mbstd_group_size: int = 4
+    fused_scale: bool = True  # official D block order: activation after the downscale (PGGANConfig)
     # Losses.
     loss: str = "wgangp"  # wgangp (official) | logistic (non-saturating + R1)
     gp_lambda: float = 10.0
@@ -154,6 +155,7 @@ class PGGANTrainConfig:
         return PGGANConfig(
             resolution=self.resolution, num_classes=num_classes, fmap_base=self.fmap_base,
             fmap_max=self.fmap_max, z_dim=self.z_dim, mbstd_group_size=self.mbstd_group_size,
+            fused_scale=self.fused_scale,
         )
 
     @classmethod
