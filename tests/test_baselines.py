@@ -16,7 +16,6 @@ from lesion_train import baselines, runs
 from lesion_train.distributed import DistEnv
 
 
-
 @pytest.fixture(autouse=True)
 def phantom_cache(tmp_path_factory, monkeypatch, one_thread):
     monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

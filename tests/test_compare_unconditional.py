@@ -18,7 +18,6 @@ class StandIn(torch.nn.Module):
         return {"pool3": torch.nn.functional.adaptive_avg_pool2d(images.float(), 4).flatten(1)}
 
 
-
 @pytest.fixture(autouse=True)
 def phantom_cache(tmp_path_factory, monkeypatch, one_thread):
     monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
