@@ -91,6 +91,16 @@ def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed.final_grid.is_file()
 
 
+def test_resume_from_a_snapshot_of_the_old_trainer_says_so(tmp_path):
+    run = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path)))
+    path = run.final_snapshot / runs.STATE_NAME
+    state = torch.load(path, weights_only=True)
+    state["trainer"] = state.pop("recipe")  # the layout before mask2image trained through gan_loop
+    torch.save(state, path)
+    with pytest.raises(runs.ResumeError, match="older lesion-gan"):
+        train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.008, resume=str(run.run_dir)))
+
+
 def test_train_app_smoke(tmp_path, monkeypatch):
     # In-process (the synthesize app test covers the subprocess path); a second interpreter would
     # pay torch's import again.

@@ -77,6 +77,19 @@ def test_tiny_run_then_resume_continues(tmp_path):
     assert runs.load_training_state(runs.latest_snapshot(run))["nimg"] >= 384
 
 
+def test_resume_within_a_phase_matches_an_uninterrupted_run(tmp_path):
+    # The data iterator's position and the RNG come back with the snapshot (same world size).
+    whole = pggan.train_pggan(tiny_config(tmp_path / "a", **{"loop.total_kimg": 0.384}))
+    half = pggan.train_pggan(tiny_config(tmp_path / "b"))  # stops at 0.256 kimg, 8 px, stable
+    resumed = pggan.train_pggan(pggan.apply_overrides(pggan.load_run_config(half.run_dir),
+                                                      {"loop.resume": str(half.run_dir), "loop.total_kimg": 0.384}))
+    for name in ("G_ema", "D"):
+        a = load_pretrained(whole.final_snapshot / name).state_dict()
+        b = load_pretrained(resumed.final_snapshot / name).state_dict()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], msg=f"{name}.{key}")
+
+
 def test_resume_mid_fade_restores_stage_and_optimizer(tmp_path):
     # Stop in the middle of the 4 -> 8 fade, then resume: the stage and Adam state come back.
     config = tiny_config(tmp_path, **{"loop.total_kimg": 0.096, "schedule.tick_kimg_base": 0.032})

@@ -206,21 +206,32 @@ def train(
     batches: BatchFactory,
     env: DistEnv,
     reals_grid: Callable[[], torch.Tensor] | None = None,
+    render_grid: Callable[[Path], Path] | None = None,
 ) -> RunResult:
     """Run (or resume) training until ``config.total_kimg``; ``options`` is what gets written to
-    ``training_options.json`` (every resolved option of the calling trainer)."""
+    ``training_options.json`` (every resolved option of the calling trainer). Every tick's grid is
+    ``render_grid(path)`` on the main rank, by default fixed latents through ``models["G_ema"]``.
+
+    With an unchanged world size a resume is exact: the data iterator's position (when it has a
+    ``state_dict``) and the main rank's RNG come back with the weights and optimizers."""
     nimg, step, tick = 0, 0, 0
+    saved_data = None
     if config.resume:
         run_dir, snapshot = runs.resolve_resume(config.resume) if env.is_main else (None, None)
         run_dir, snapshot = broadcast_object((run_dir, snapshot))
         # On the CPU: RNG states must stay CPU tensors; Adam moves its state to the parameters' device.
         state = runs.load_training_state(snapshot, "cpu")
+        if "recipe" not in state:
+            raise runs.ResumeError(f"{snapshot}: training state from an older lesion-gan (no 'recipe' entry); "
+                                   "start a new run")
         for name, model in recipe.models.items():
             _load_weights(model, snapshot / name, env.device)
         recipe.load_state_dict(state["recipe"])
         nimg, step, tick = int(state["nimg"]), int(state["step"]), int(state["tick"])
-        if state.get("world_size") == env.world_size and "rng" in state and env.is_main:
-            runs.restore_rng_state(state["rng"])
+        if state.get("world_size") == env.world_size:
+            saved_data = state.get("data")
+            if "rng" in state and env.is_main:
+                runs.restore_rng_state(state["rng"])
     else:
         run_dir = runs.create_run_dir(config.run_root, config.name) if env.is_main else None
         run_dir = broadcast_object(run_dir)
@@ -232,9 +243,14 @@ def train(
         if reals_grid is not None and not (run_dir / "grids" / "reals.png").exists():
             runs.save_image_grid(reals_grid(), run_dir / "grids" / "reals.png")
 
-    grid_z, grid_labels = fixed_latents(recipe, config.grid_size, config.seed, env.device)
+    if render_grid is None:
+        grid_z, grid_labels = fixed_latents(recipe, config.grid_size, config.seed, env.device)
+
+        def render_grid(path: Path) -> Path:
+            return runs.save_image_grid(generate_grid(recipe.models["G_ema"], grid_z, grid_labels), path)
+
     total_nimg = int(config.total_kimg * 1000)
-    data_key, data_iter = None, None
+    data_key, data_seed, data_iter = None, None, None
     final_grid = final_snapshot = None
     bar = tqdm(total=round(max(config.total_kimg, nimg / 1000), 3), initial=round(nimg / 1000, 3), unit="kimg", disable=not env.is_main,
                dynamic_ncols=True, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}{postfix}]")
@@ -248,6 +264,8 @@ def train(
             "nimg": nimg, "step": step, "tick": tick, "world_size": env.world_size,
             "recipe": recipe.state_dict(), "rng": runs.capture_rng_state(),
         }
+        if hasattr(data_iter, "state_dict"):
+            train_state["data"] = {"key": list(data_key), "seed": data_seed, "state": data_iter.state_dict()}
         return runs.save_snapshot(run_dir, kimg_now, recipe.models, train_state)
 
     try:
@@ -258,8 +276,15 @@ def train(
             per_rank = phase.batch_size // env.world_size
             if (phase.resolution, per_rank) != data_key:
                 data_key = (phase.resolution, per_rank)
-                # Seeded by the position too, so a resumed run does not replay the first batches.
-                data_iter = batches(phase.resolution, per_rank, config.seed * 1_000_003 + nimg)
+                if saved_data is not None and tuple(saved_data["key"]) == data_key:
+                    data_seed = saved_data["seed"]
+                    data_iter = batches(phase.resolution, per_rank, data_seed)
+                    data_iter.load_state_dict(saved_data["state"])
+                else:
+                    # Seeded by the position too, so a resumed run does not replay the first batches.
+                    data_seed = config.seed * 1_000_003 + nimg
+                    data_iter = batches(phase.resolution, per_rank, data_seed)
+                saved_data = None
             recipe.enter_phase(phase)
             for _ in range(config.minibatch_repeats):
                 terms = recipe.train_step(next(data_iter), phase)
@@ -290,10 +315,7 @@ def train(
             }
             if env.is_main:
                 log.append(record)
-                final_grid = runs.save_image_grid(
-                    generate_grid(recipe.models["G_ema"], grid_z, grid_labels),
-                    run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png",
-                )
+                final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
                 if tick % config.snapshot_ticks == 0 or done:
                     final_snapshot = save(nimg / 1000)
             barrier()
@@ -302,8 +324,7 @@ def train(
     finally:
         bar.close()
     if final_grid is None and env.is_main:  # resumed at or past the end: still hand back a grid
-        final_grid = runs.save_image_grid(generate_grid(recipe.models["G_ema"], grid_z, grid_labels),
-                                          run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
+        final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
     final_snapshot = final_snapshot or runs.latest_snapshot(run_dir)
     return RunResult(run_dir=run_dir, final_grid=final_grid, final_snapshot=final_snapshot, kimg=nimg / 1000)
 

@@ -17,9 +17,10 @@ to zero over the rest (pix2pixHD's niter/niter_decay; counted in images instead 
 Order of a step as pix2pixHD: D(real) once, G step (GAN + FM against the detached real features),
 then D step on the detached fake. pix2pixHD/pix2pix halve the D loss, SPADE does not.
 
-Runs follow DESIGN.md (options JSON, JSONL log, grids of label map | real | synthesized, atomic
-snapshots ``G/`` and ``D/`` + ``training_state.pt``, ``--resume``) and run under torchrun with one
-gradient all-reduce per network and step (as ``gan_loop`` does for PGGAN).
+The trainer is a ``gan_loop`` recipe, so runs are driven as PGGAN's (DESIGN.md: options JSON,
+JSONL log, a grid of label map | real | synthesized every tick, atomic snapshots ``G/`` and ``D/`` +
+``training_state.pt``, exact ``--resume``, torchrun with one gradient all-reduce per network and
+step); each step is its own phase, so the learning rate decays step by step.
 
 Deviations: pix2pixHD's batch size is 1 (we default to 8 for throughput; instance norm makes the
 result per-image anyway); "ours" enables the instance feature encoder (feat_num 3) so that
@@ -31,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -41,22 +41,17 @@ from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
 from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
-from tqdm import tqdm
 
-from lesion_train import runs
+from lesion_train import gan_loop, runs
 from lesion_train.distributed import (
     DistEnv,
     autocast,
-    barrier,
-    broadcast_object,
     grad_scaler,
     init_distributed,
-    mean_across_ranks,
-    peak_memory_mb,
     reuse_freed_memory,
     shutdown_distributed,
 )
-from lesion_train.gan_loop import TwoPlayerOptim, broadcast_parameters
+from lesion_train.gan_loop import TwoPlayerOptim
 from lesion_train.pggan import resolve_store
 
 ARCHS = ("ours", "pix2pixhd", "pix2pix", "spade")
@@ -229,6 +224,8 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.gan_mode = config.resolved("gan_mode")
         self.lambda_feat, self.lambda_l1 = config.resolved("lambda_feat"), config.resolved("lambda_l1")
         self.vgg = losses.VGGPerceptualLoss(config.vgg_weights).to(env.device) if config.vgg_weights else None
+        self.models = {"G": self.G, "D": self.D}
+        self.train_global, self.last_batch = True, None
 
     def _load_global(self, directory: Path) -> None:
         """pix2pixHD's second stage: start the global part from a trained global generator."""
@@ -242,10 +239,25 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         except (RuntimeError, AttributeError) as error:
             raise runs.ResumeError(f"{directory}: global generator does not fit ({str(error).splitlines()[0]})") from None
 
-    def set_lr(self, factor: float) -> None:
-        for opt, base in ((self.opt_g, self.config.resolved("lr_g")), (self.opt_d, self.config.resolved("lr_d"))):
+    # The gan_loop recipe: one phase per step (minibatch_repeats 1) carries the decayed learning
+    # rates and, as its key, whether the global generator trains (pix2pixHD's niter_fix_global).
+
+    def phase(self, nimg: int) -> gan_loop.Phase:
+        c = self.config
+        factor = lr_factor(nimg, int(c.total_kimg * 1000), c.decay_start)
+        train_global = nimg >= c.fix_global_kimg * 1000 or not c.n_local_enhancers
+        return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size, tick_kimg=c.tick_kimg,
+                              lr_g=c.resolved("lr_g") * factor, lr_d=c.resolved("lr_d") * factor, key=(train_global,))
+
+    def enter_phase(self, phase: gan_loop.Phase) -> None:
+        for opt, lr in ((self.opt_g, phase.lr_g), (self.opt_d, phase.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = base * factor
+                group["lr"] = lr
+        (self.train_global,) = phase.key
+
+    def train_step(self, batch: dict[str, torch.Tensor], phase: gan_loop.Phase) -> dict[str, torch.Tensor]:
+        self.last_batch = batch
+        return self.step(batch, train_global=self.train_global)
 
     def step(self, batch: dict[str, torch.Tensor], train_global: bool = True) -> dict[str, torch.Tensor]:
         reals = batch["images"]
@@ -281,24 +293,6 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         return {k: v.detach().float() for k, v in terms.items()}
 
 
-def _load_into(model: torch.nn.Module, directory: Path, device) -> None:
-    from lesion_models import load_pretrained
-
-    saved = load_pretrained(directory, device)
-    try:
-        model.load_state_dict(saved.state_dict())
-    except RuntimeError as error:
-        raise runs.ResumeError(f"{directory}: does not fit the configured network ({str(error).splitlines()[0]})") from None
-
-
-@dataclasses.dataclass
-class Mask2ImageResult:
-    run_dir: Path
-    final_grid: Path | None
-    final_snapshot: Path | None
-    kimg: float
-
-
 def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch.Tensor]:
     """The first ``grid_size`` images of the store (unaugmented): the same in every tick and resume."""
     n = min(config.grid_size, len(store))
@@ -320,8 +314,8 @@ def render_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
     return runs.save_image_grid(tiles, path, ncol=ncol)
 
 
-def train_mask2image(config: Mask2ImageConfig) -> Mask2ImageResult:
-    """Build everything from ``config`` and train (single process or under torchrun)."""
+def train_mask2image(config: Mask2ImageConfig) -> gan_loop.RunResult:
+    """Build everything from ``config`` and train through ``gan_loop`` (single process or torchrun)."""
     env = init_distributed(config.device)
     try:
         if config.threads and env.device.type == "cpu":
@@ -335,94 +329,33 @@ def train_mask2image(config: Mask2ImageConfig) -> Mask2ImageResult:
                              "label maps need one for every image")
         num_classes = len(store.class_names)
         trainer = Mask2ImageTrainer(config, num_classes, env)
-        models = {"G": trainer.G, "D": trainer.D}
-        nimg = step = tick = 0
-        if config.batch_size % env.world_size:
-            raise ValueError(f"batch size {config.batch_size} does not divide over {env.world_size} ranks")
-        batches = StoreBatches(store, config.resolution, config.batch_size // env.world_size, seed=config.seed,
-                               rank=env.rank, world_size=env.world_size, augment=config.augment,
-                               with_masks=True, device=env.device)
-        if config.resume:
-            run_dir, snapshot = runs.resolve_resume(config.resume) if env.is_main else (None, None)
-            run_dir, snapshot = broadcast_object((run_dir, snapshot))
-            state = runs.load_training_state(snapshot, env.device)
-            for name, model in models.items():
-                _load_into(model, snapshot / name, env.device)
-            trainer.load_state_dict(state["trainer"])
-            nimg, step, tick = int(state["nimg"]), int(state["step"]), int(state["tick"])
-            if state.get("world_size") == env.world_size:
-                batches.load_state_dict(state["batches"])
-                if env.is_main:
-                    runs.restore_rng_state(state["rng"])
-        else:
-            run_dir = runs.create_run_dir(config.run_root, config.name or f"mask2image-{config.arch}") if env.is_main else None
-            run_dir = broadcast_object(run_dir)
-        for model in models.values():
-            broadcast_parameters(model, env)
-        log = runs.JsonlLog(run_dir / runs.LOG_NAME)
+        loop = gan_loop.LoopConfig(total_kimg=config.total_kimg, minibatch_repeats=1, snapshot_ticks=config.snapshot_ticks,
+                                   grid_size=config.grid_size, seed=config.seed, device=config.device, amp=config.amp,
+                                   run_root=config.run_root, name=config.name or f"mask2image-{config.arch}",
+                                   resume=config.resume)
+
+        def batches(resolution: int, per_rank: int, seed: int) -> StoreBatches:
+            return StoreBatches(store, resolution, per_rank, seed=seed, rank=env.rank, world_size=env.world_size,
+                                augment=config.augment, with_masks=True, device=env.device)
+
         grid_batch = fixed_grid_batch(store, config, env.device)
-        if env.is_main:
-            options = runs.to_jsonable(config)
-            options["resolved"] = {
-                "store": str(store.path), "class_names": list(store.class_names), "num_classes": num_classes,
-                "world_size": env.world_size, "device": str(env.device),
-                **{f.name: getattr(trainer.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
-                "vgg_loss": "on" if config.vgg_weights else "off (no --vgg-weights file given)",
-            }
-            runs.write_options(run_dir, options)
-            if not config.vgg_weights:
-                print("mask2image: VGG19 perceptual loss is off (give --vgg-weights FILE to enable it)", file=sys.stderr)
-        total_nimg = int(config.total_kimg * 1000)
-        final_grid = final_snapshot = None
-        sums: dict[str, torch.Tensor] = {}
-        count, tick_start_nimg, tick_start_time = 0, nimg, time.time()
-        bar = tqdm(total=total_nimg, initial=min(nimg, total_nimg), unit="img", disable=not env.is_main,
-                   dynamic_ncols=True, file=sys.stderr)
-        try:
-            while nimg < total_nimg:
-                factor = lr_factor(nimg, total_nimg, config.decay_start)
-                trainer.set_lr(factor)
-                train_global = nimg >= config.fix_global_kimg * 1000 or not config.n_local_enhancers
-                batch = next(batches)
-                terms = trainer.step(batch, train_global=train_global)
-                stacked = torch.stack(list(terms.values()))
-                if not bool(torch.isfinite(stacked).all()):
-                    runs.check_finite(terms, step)
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0) + value
-                count, step, nimg = count + 1, step + 1, nimg + config.batch_size
-                bar.update(min(config.batch_size, total_nimg - nimg + config.batch_size))
-                done = nimg >= total_nimg
-                if nimg < tick_start_nimg + config.tick_kimg * 1000 and not done:
-                    continue
-                tick += 1
-                elapsed = time.time() - tick_start_time
-                shown = nimg - tick_start_nimg
-                stats = mean_across_ranks({k: float(v) / count for k, v in sums.items()}, env.device)
-                record = {"tick": tick, "kimg": nimg / 1000, "step": step, "resolution": config.resolution,
-                          "lr_g": config.resolved("lr_g") * factor, "lr_d": config.resolved("lr_d") * factor,
-                          **{k: round(v, 6) for k, v in stats.items()},
-                          "sec_per_kimg": round(elapsed / max(shown, 1) * 1000, 3),
-                          "img_per_sec": round(shown / max(elapsed, 1e-9), 2),
-                          "peak_mem_mb": round(peak_memory_mb(env.device), 1)}
-                if env.is_main:
-                    log.append(record)
-                    if getattr(trainer.G.config, "feat_num", 0):  # region features of real images, for synthesis
-                        onehot = one_hot_label_map(batch["masks"], batch["labels"], num_classes)
-                        trainer.G.update_feature_bank(batch["images"], onehot)
-                    final_grid = render_grid(trainer.G, grid_batch, num_classes,
-                                             run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png", config.seed)
-                    if tick % config.snapshot_ticks == 0 or done:
-                        state = {"nimg": nimg, "step": step, "tick": tick, "world_size": env.world_size,
-                                 "trainer": trainer.state_dict(), "batches": batches.state_dict(),
-                                 "rng": runs.capture_rng_state()}
-                        final_snapshot = runs.save_snapshot(run_dir, nimg / 1000, models, state)
-                barrier()
-                sums, count = {}, 0
-                tick_start_nimg, tick_start_time = nimg, time.time()
-        finally:
-            bar.close()
-        return Mask2ImageResult(run_dir, final_grid, final_snapshot, nimg / 1000)
+
+        def render(path: Path) -> Path:
+            batch = trainer.last_batch
+            if getattr(trainer.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
+                trainer.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], num_classes))
+            return render_grid(trainer.G, grid_batch, num_classes, path, config.seed)
+
+        options = runs.to_jsonable(config)
+        options["resolved"] = {
+            "store": str(store.path), "class_names": list(store.class_names), "num_classes": num_classes,
+            "world_size": env.world_size, "device": str(env.device),
+            **{f.name: getattr(trainer.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
+            "vgg_loss": "on" if config.vgg_weights else "off (no --vgg-weights file given)",
+        }
+        if env.is_main and not config.vgg_weights:
+            print("mask2image: VGG19 perceptual loss is off (give --vgg-weights FILE to enable it)", file=sys.stderr)
+        return gan_loop.train(trainer, loop, options, batches, env, render_grid=render)
     finally:
         shutdown_distributed()
 
@@ -625,6 +558,6 @@ def class_fidelity(classifier, images: torch.Tensor, labels: torch.Tensor, class
     return {"accuracy": float(hits.float().mean()), "per_class": per_class, "count": len(labels)}
 
 
-__all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "Mask2ImageResult", "SynthesisError",
+__all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "SynthesisError",
            "SynthesisResult", "build_networks", "demo_overrides", "label_input", "load_generator", "lr_factor",
            "read_masks", "classes_from_csv", "synthesize", "train_mask2image", "class_fidelity"]
