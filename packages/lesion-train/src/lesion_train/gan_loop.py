@@ -295,7 +295,8 @@ def train(
                 nimg += phase.batch_size
                 step += 1
                 bar.update(min(phase.batch_size / 1000, bar.total - bar.n))  # the last step may overshoot
-            bar.set_postfix_str(f"{phase.resolution}px a={phase.alpha:.2f}", refresh=False)
+            fade = f" a={phase.alpha:.2f}" if phase.alpha < 1 else ""
+            bar.set_postfix_str(f"{phase.resolution}px{fade}", refresh=False)
 
             done = nimg >= total_nimg
             if nimg < tick_start_nimg + phase.tick_kimg * 1000 and not done:
