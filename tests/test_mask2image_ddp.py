@@ -1,4 +1,5 @@
-"""mask2image_train under torchrun: two CPU processes (gloo) share one run, then it resumes on one."""
+"""mask2image_train under torchrun: two CPU processes (gloo) share one run, then it resumes on one, or
+exactly on two."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "32", "--phantoms", "24", "--batch", "4", "--ngf", "4", "--ndf", "4",
@@ -36,3 +38,21 @@ def test_torchrun_two_processes_then_resume_on_one(tmp_path):
     assert [r for r in lines if "kimg" in r][-1]["kimg"] >= 0.032
     # No half-written snapshot is left behind by either process.
     assert not [p for p in (run_dir / "snapshots").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_torchrun_resume_on_as_many_processes_matches_an_uninterrupted_run(tmp_path):
+    # Each rank's data position is saved and restored (each reads its own shard with its own RNG).
+    from lesion_models import load_pretrained
+
+    app = str(ROOT / "apps" / "mask2image_train")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", app, *TINY]
+    run([*torchrun, "--kimg", "0.016", "--run-root", "runs", "--name", "whole"], tmp_path)
+    run([*torchrun, "--kimg", "0.008", "--run-root", "runs", "--name", "half"], tmp_path)
+    (half,) = tmp_path.glob("runs/*-half")
+    run([*torchrun, "--resume", str(half), "--kimg", "0.016"], tmp_path)
+    (whole,) = tmp_path.glob("runs/*-whole")
+    a = load_pretrained(sorted((whole / "snapshots").iterdir())[-1] / "G").state_dict()
+    b = load_pretrained(sorted((half / "snapshots").iterdir())[-1] / "G").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)

@@ -77,6 +77,15 @@ def broadcast_object(value, src: int = 0):
     return holder[0]
 
 
+def gather_objects(value, env: DistEnv) -> list:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if not env.distributed:
+        return [value]
+    values = [None] * env.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar statistics over ranks with one all-reduce (for logging only)."""
     if not dist.is_initialized() or not values:

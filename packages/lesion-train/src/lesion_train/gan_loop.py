@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lesion_models import load_pretrained
 
 from lesion_train import runs
-from lesion_train.distributed import DistEnv, barrier, broadcast_object, mean_across_ranks, peak_memory_mb
+from lesion_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, mean_across_ranks, peak_memory_mb
 
 
 @dataclasses.dataclass
@@ -258,14 +258,14 @@ def train(
     sums: dict[str, torch.Tensor] = {}
     count = 0
 
-    def save(kimg_now: float) -> Path:
+    def save(kimg_now: float, data_states: list | None) -> Path:
         _check_weights(recipe.models, step)
         train_state = {
             "nimg": nimg, "step": step, "tick": tick, "world_size": env.world_size,
             "recipe": recipe.state_dict(), "rng": runs.capture_rng_state(),
         }
-        if hasattr(data_iter, "state_dict"):
-            train_state["data"] = {"key": list(data_key), "seed": data_seed, "state": data_iter.state_dict()}
+        if data_states is not None:
+            train_state["data"] = {"key": list(data_key), "seed": data_seed, "states": data_states}
         return runs.save_snapshot(run_dir, kimg_now, recipe.models, train_state)
 
     try:
@@ -279,7 +279,7 @@ def train(
                 if saved_data is not None and tuple(saved_data["key"]) == data_key:
                     data_seed = saved_data["seed"]
                     data_iter = batches(phase.resolution, per_rank, data_seed)
-                    data_iter.load_state_dict(saved_data["state"])
+                    data_iter.load_state_dict(saved_data["states"][env.rank])
                 else:
                     # Seeded by the position too, so a resumed run does not replay the first batches.
                     data_seed = config.seed * 1_000_003 + nimg
@@ -314,11 +314,14 @@ def train(
                 "img_per_sec": round(shown / max(elapsed, 1e-9), 2), "peak_mem_mb": round(peak_memory_mb(env.device), 1),
                 "world_size": env.world_size,
             }
+            snapshot_due = tick % config.snapshot_ticks == 0 or done
+            # Every rank's data position (each rank reads its own shard and augments with its own RNG).
+            data_states = gather_objects(data_iter.state_dict(), env) if snapshot_due and hasattr(data_iter, "state_dict") else None
             if env.is_main:
                 log.append(record)
                 final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
-                if tick % config.snapshot_ticks == 0 or done:
-                    final_snapshot = save(nimg / 1000)
+                if snapshot_due:
+                    final_snapshot = save(nimg / 1000, data_states)
             barrier()
             sums, count = {}, 0
             tick_start_nimg, tick_start_time = nimg, time.time()
