@@ -123,3 +123,26 @@ def test_torchrun_two_processes_then_resume_on_one(tmp_path):
     run_app(tmp_path, "pggan_train", "--resume", str(run_dir), "--total-kimg", "0.192")
     log = log_of(run_dir)
     assert log[-1]["world_size"] == 1 and log[-1]["kimg"] >= 0.192
+
+
+@pytest.mark.slow
+def test_torchrun_resume_on_as_many_processes_matches_an_uninterrupted_run(tmp_path):
+    # Every rank's RNG (its latents) and data position come back from the snapshot.
+    from lesion_models import load_pretrained
+
+    def torchrun(*args):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "apps" / "pggan_train"), *TINY, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env(tmp_path), cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    torchrun("--total-kimg", "0.384", "--out", "runs", "--name", "whole")
+    torchrun("--total-kimg", "0.256", "--out", "runs", "--name", "half")  # stops at 8 px, stable
+    (half,) = tmp_path.glob("runs/*-half")
+    torchrun("--resume", str(half), "--total-kimg", "0.384")
+    (whole,) = tmp_path.glob("runs/*-whole")
+    for name in ("G_ema", "D"):
+        a = load_pretrained(sorted((whole / "snapshots").iterdir())[-1] / name).state_dict()
+        b = load_pretrained(sorted((half / "snapshots").iterdir())[-1] / name).state_dict()
+        for key in a:
+            np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-6, atol=1e-7, err_msg=f"{name}.{key}")

@@ -90,6 +90,18 @@ def test_resume_within_a_phase_matches_an_uninterrupted_run(tmp_path):
             torch.testing.assert_close(a[key], b[key], msg=f"{name}.{key}")
 
 
+def test_a_snapshot_with_the_old_single_rng_state_still_resumes(tmp_path):
+    half = pggan.train_pggan(tiny_config(tmp_path))
+    path = half.final_snapshot / runs.STATE_NAME
+    state = torch.load(path, weights_only=True)
+    state["rng"] = state["rng"][0]  # before per-rank states, the main rank's alone was saved
+    state.pop("data")  # and the data iterator was reseeded on resume
+    torch.save(state, path)
+    resumed = pggan.train_pggan(pggan.apply_overrides(pggan.load_run_config(half.run_dir),
+                                                      {"loop.resume": str(half.run_dir), "loop.total_kimg": 0.384}))
+    assert runs.load_training_state(resumed.final_snapshot)["nimg"] >= 384
+
+
 def test_resume_mid_fade_restores_stage_and_optimizer(tmp_path):
     # Stop in the middle of the 4 -> 8 fade, then resume: the stage and Adam state come back.
     config = tiny_config(tmp_path, **{"loop.total_kimg": 0.096, "schedule.tick_kimg_base": 0.032})

@@ -212,8 +212,8 @@ def train(
     ``training_options.json`` (every resolved option of the calling trainer). Every tick's grid is
     ``render_grid(path)`` on the main rank, by default fixed latents through ``models["G_ema"]``.
 
-    With an unchanged world size a resume is exact: the data iterator's position (when it has a
-    ``state_dict``) and the main rank's RNG come back with the weights and optimizers."""
+    With an unchanged world size a resume is exact: every rank's RNG and data iterator position
+    (when it has a ``state_dict``) come back with the weights and optimizers."""
     nimg, step, tick = 0, 0, 0
     saved_data = None
     if config.resume:
@@ -230,8 +230,11 @@ def train(
         nimg, step, tick = int(state["nimg"]), int(state["step"]), int(state["tick"])
         if state.get("world_size") == env.world_size:
             saved_data = state.get("data")
-            if "rng" in state and env.is_main:
-                runs.restore_rng_state(state["rng"])
+            rng = state.get("rng")
+            if isinstance(rng, list):
+                runs.restore_rng_state(rng[env.rank])
+            elif rng is not None and env.is_main:  # snapshots from before per-rank states: rank 0's only
+                runs.restore_rng_state(rng)
     else:
         run_dir = runs.create_run_dir(config.run_root, config.name) if env.is_main else None
         run_dir = broadcast_object(run_dir)
@@ -258,11 +261,11 @@ def train(
     sums: dict[str, torch.Tensor] = {}
     count = 0
 
-    def save(kimg_now: float, data_states: list | None) -> Path:
+    def save(kimg_now: float, rng_states: list, data_states: list | None) -> Path:
         _check_weights(recipe.models, step)
         train_state = {
             "nimg": nimg, "step": step, "tick": tick, "world_size": env.world_size,
-            "recipe": recipe.state_dict(), "rng": runs.capture_rng_state(),
+            "recipe": recipe.state_dict(), "rng": rng_states,
         }
         if data_states is not None:
             train_state["data"] = {"key": list(data_key), "seed": data_seed, "states": data_states}
@@ -314,14 +317,16 @@ def train(
                 "img_per_sec": round(shown / max(elapsed, 1e-9), 2), "peak_mem_mb": round(peak_memory_mb(env.device), 1),
                 "world_size": env.world_size,
             }
-            snapshot_due = tick % config.snapshot_ticks == 0 or done
-            # Every rank's data position (each rank reads its own shard and augments with its own RNG).
-            data_states = gather_objects(data_iter.state_dict(), env) if snapshot_due and hasattr(data_iter, "state_dict") else None
             if env.is_main:
                 log.append(record)
                 final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
-                if snapshot_due:
-                    final_snapshot = save(nimg / 1000, data_states)
+            if tick % config.snapshot_ticks == 0 or done:
+                # Every rank's RNG and data position: each rank draws its own latents and reads and
+                # augments its own shard. Taken after the grid, as an uninterrupted run goes on from there.
+                data_states = gather_objects(data_iter.state_dict(), env) if hasattr(data_iter, "state_dict") else None
+                rng_states = gather_objects(runs.capture_rng_state(), env)
+                if env.is_main:
+                    final_snapshot = save(nimg / 1000, rng_states, data_states)
             barrier()
             sums, count = {}, 0
             tick_start_nimg, tick_start_time = nimg, time.time()
