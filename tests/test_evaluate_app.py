@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from lesion_data.phantom import generate_phantoms, phantom_store
+from lesion_data.store import PreparedStore
 from lesion_models.hub import Pretrained, register
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
 from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate
@@ -72,6 +73,18 @@ def test_run_directory_snapshots_jsonl_report_and_rerun(run_dir, real_store, cac
                                     cache_dir=str(cache), progress=False))
     assert [r.get("reused") for r in again] == [True, True]
     assert len((run_dir / "metrics" / "swd.jsonl").read_text().splitlines()) == 2
+
+
+def test_growing_run_against_a_folder_prepares_the_reals_at_each_resolution(real_store, cache, tmp_path):
+    run = tmp_path / "20260101-000000-growing"
+    for kimg, stage in ((0, 16), (4, 32)):  # a progressive run's snapshots, 16 px then 32 px
+        G = PGGANGenerator(PGGANConfig(resolution=32, fmap_base=64, fmap_max=16))
+        G.set_stage(stage)
+        G.save_pretrained(run / "snapshots" / f"{kimg:06d}" / "G_ema")
+    reals = write_folder(tmp_path / "reals", PreparedStore(real_store).images(32)[:16])
+    records = evaluate(EvaluateConfig(str(run), str(reals), metrics=("msssim",), n=8, device="cpu",
+                                      cache_dir=str(cache), progress=False))
+    assert [r["resolution"] for r in records] == [16, 32]
 
 
 needs_isic = pytest.mark.skipif(not ISIC or not pathlib.Path(ISIC).is_dir(), reason="LESION_SAMPLE_ISIC2017 not set")

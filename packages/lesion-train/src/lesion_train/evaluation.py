@@ -231,7 +231,9 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             if resolution != int(generator.resolution):
                 raise EvaluationError(f"{target}: generates {generator.resolution} px, not --resolution {resolution}")
             fake = generator_source(generator, config.n, config.seed, config.batch_size, device)
-        if real_store is None:
+        if real_store is None or resolution not in real_store.resolutions:
+            # A growing run's snapshots need the real data at each resolution (a folder is prepared
+            # again at the larger one; a given store without the level fails below, saying so).
             real_store = open_store(Path(config.real), resolution, cache, config.progress)
         real = store_source(real_store, resolution, config.n, "real", config.batch_size)
         opts = MetricOptions(real, fake, device=str(device), seed=config.seed, inception_weights=config.inception_weights,
