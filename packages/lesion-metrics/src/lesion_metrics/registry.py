@@ -138,13 +138,20 @@ class MetricOptions:
         return self._features[key]
 
 
+# On a CPU the network sees this many images at a time, whatever the source's batch: Inception ran
+# 21.7 / 19.0 / 16.0 / 15.2 img/s at 8 / 16 / 32 / 64 (its activations stay in cache).
+CPU_CHUNK = 8
+
+
 def extract_features(source: ImageSource, network: torch.nn.Module, device: str, progress: bool = True) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {}
     with torch.no_grad(), tqdm(total=source.num_images, desc=f"features {source.name}", unit="img",
                                disable=not progress, leave=False) as bar:
         for batch in source.iterate():
-            for name, value in network(batch.to(device)).items():
-                parts.setdefault(name, []).append(value.float().cpu().numpy())
+            batch = batch.to(device)
+            for chunk in batch.split(CPU_CHUNK) if batch.device.type == "cpu" else (batch,):
+                for name, value in network(chunk).items():
+                    parts.setdefault(name, []).append(value.float().cpu().numpy())
             bar.update(len(batch))
     if not parts:
         raise NotEnoughImages(f"{source.name}: no images")
