@@ -75,7 +75,7 @@ def test_run_directory_snapshots_jsonl_report_and_rerun(run_dir, real_store, cac
     assert len((run_dir / "metrics" / "swd.jsonl").read_text().splitlines()) == 2
 
 
-def test_growing_run_against_a_folder_prepares_the_reals_at_each_resolution(real_store, cache, tmp_path):
+def test_growing_run_against_a_folder_prepares_the_reals_at_each_resolution(real_store, tmp_path):
     run = tmp_path / "20260101-000000-growing"
     for kimg, stage in ((0, 16), (4, 32)):  # a progressive run's snapshots, 16 px then 32 px
         G = PGGANGenerator(PGGANConfig(resolution=32, fmap_base=64, fmap_max=16))
@@ -83,7 +83,7 @@ def test_growing_run_against_a_folder_prepares_the_reals_at_each_resolution(real
         G.save_pretrained(run / "snapshots" / f"{kimg:06d}" / "G_ema")
     reals = write_folder(tmp_path / "reals", PreparedStore(real_store).images(32)[:16])
     records = evaluate(EvaluateConfig(str(run), str(reals), metrics=("msssim",), n=8, device="cpu",
-                                      cache_dir=str(cache), progress=False))
+                                      cache_dir=str(tmp_path / "cache"), progress=False))  # its own stores
     assert [r["resolution"] for r in records] == [16, 32]
 
 
