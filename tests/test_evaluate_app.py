@@ -70,8 +70,9 @@ def test_run_directory_snapshots_jsonl_report_and_rerun(run_dir, real_store, cac
     assert Image.open(report / "curve_msssim.png").size == (420, 260)
     # A re-run reuses what was measured with the same n and seed instead of appending duplicates.
     again = evaluate(EvaluateConfig(str(run_dir), str(real_store), metrics=("swd",), n=16, device="cpu",
-                                    cache_dir=str(cache), progress=False))
+                                    cache_dir=str(cache), progress=False, report=str(tmp_path / "again")))
     assert [r.get("reused") for r in again] == [True, True]
+    assert (tmp_path / "again" / "grid_000000.png").is_file() and (tmp_path / "again" / "grid_000004.png").is_file()
     assert len((run_dir / "metrics" / "swd.jsonl").read_text().splitlines()) == 2
 
 

@@ -215,7 +215,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
         pending = [m for m in metrics if kind != "run" or _already_done(Path(config.generated), m, label, config.n, config.seed) is None]
         records += [dict(r, reused=True) for m in metrics if kind == "run"
                     and (r := _already_done(Path(config.generated), m, label, config.n, config.seed)) is not None]
-        if not pending:
+        if not pending and not config.report:  # a report still shows this snapshot's samples
             continue
         if kind == "folder":
             # Generated folders are prepared like real data (square crop, area resize) into a
