@@ -190,3 +190,20 @@ def test_generator_source_with_a_real_conditional_pggan(tmp_path):
     assert first.shape == (4, 32, 32, 3) and list(labels) == [0, 1, 1, 2]
     np.testing.assert_array_equal(first, again)  # reproducible per seed
     assert (first != other).any()  # and fresh latents for another seed
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_experiment(tmp_path):
+    import os
+
+    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    tiny = ["--phantom-n", "96", "--real-train", "24", "--ratios", "0,1", "--seeds", "1", "--kimg", "0.008",
+            "--batch-size", "8", "--eval-every-kimg", "0.008", "--out", str(tmp_path / "runs")]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(ROOT / "apps" / "augment_eval"), *tiny], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (tmp_path / "runs").iterdir()  # rank 0 alone creates and writes the experiment
+    assert len((run / "results.jsonl").read_text().splitlines()) == 2
+    assert done.stdout.count("experiment:") == 1
+    assert (run / "table.md").is_file() and (run / "trials" / "resnet18-r1-s0" / "best").is_dir()

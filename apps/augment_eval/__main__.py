@@ -67,6 +67,8 @@ def main(data, synthetic, ratios, balance, classifiers, seeds, resolution, real_
         run_dir = run_experiment(config, resume=resume)
     except (ValueError, FileNotFoundError, StoreError, ResumeError) as error:
         raise click.ClickException(str(error))
+    if run_dir is None:  # a non-main torchrun rank: rank 0 reports for the experiment
+        return
     click.echo((run_dir / "table.md").read_text())
     click.echo(f"experiment: {run_dir}  (table.md, auc_vs_ratio.png, grids/)")
 

@@ -40,7 +40,7 @@ from lesion_metrics.auc import isic2017_scores, mean_ci
 from lesion_models.classifier import ARCHITECTURES
 from PIL import Image, ImageDraw
 
-from lesion_train import runs
+from lesion_train import distributed, runs
 from lesion_train.classifier import ClassifierTrainConfig, predict, train_classifier
 
 BALANCE = "balance"
@@ -369,8 +369,18 @@ def trial_data(real_images: np.ndarray, real_labels: np.ndarray, split: dict, so
     }
 
 
-def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progress: bool = True) -> Path:
-    """Run (or resume) every trial, then write the table and the plot. Returns the experiment dir."""
+def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progress: bool = True) -> Path | None:
+    """Run (or resume) every trial, then write the table and the plot. Returns the experiment dir
+    (None on the other ranks of a torchrun: every rank trains each classifier on its slice of the
+    batch, rank 0 alone writes the experiment)."""
+    env = distributed.init_distributed(config.train.device)
+    try:
+        return _run_trials(config, resume, progress, env)
+    finally:
+        distributed.shutdown_distributed()
+
+
+def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, env: distributed.DistEnv) -> Path | None:
     from tqdm import tqdm
 
     if resume:
@@ -379,8 +389,10 @@ def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progres
             raise runs.ResumeError(f"{run_dir}: not an augment_eval experiment (no {runs.OPTIONS_NAME})")
         config = AugmentEvalConfig(**runs.read_options(run_dir))
     else:
-        run_dir = runs.create_run_dir(config.out, config.name)
-        runs.write_options(run_dir, config)
+        run_dir = runs.create_run_dir(config.out, config.name) if env.is_main else None
+        run_dir = distributed.broadcast_object(run_dir)
+        if env.is_main:
+            runs.write_options(run_dir, config)
 
     store = open_real(config)
     class_names = tuple(store.class_names)
@@ -394,7 +406,8 @@ def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progres
         test_images, test_labels = np.asarray(test_store.images(config.resolution)), np.asarray(test_store.labels)
     split = split_indices(real_labels, config.test_fraction, config.val_fraction, config.real_train,
                           config.split_seed, with_test=test_images is None)
-    np.savez(run_dir / "splits.npz", **split)
+    if env.is_main:
+        np.savez(run_dir / "splits.npz", **split)
     device = config.train.device if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if config.synthetic.startswith(("mask2image:", "mask2image-deformed:")):
         masks = store.masks(config.resolution)
@@ -406,18 +419,20 @@ def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progres
     results_path = run_dir / "results.jsonl"
     done = {(r["classifier"], r["condition"], r["seed"]) for r in runs.JsonlLog(results_path).read()}
     trials = [(a, c, s) for a in config.classifiers for c in config.conditions for s in range(config.seeds)]
-    for arch, condition, seed in tqdm(trials, desc="augment_eval trials", disable=not progress):
+    for arch, condition, seed in tqdm(trials, desc="augment_eval trials", disable=not (progress and env.is_main)):
         if (arch, condition, seed) in done:
             continue
         data = trial_data(real_images, real_labels, split, source, condition, seed, len(class_names),
                           test_images, test_labels)
-        if arch == trials[0][0] and seed == 0:
+        if arch == trials[0][0] and seed == 0 and env.is_main:
             _save_grids(run_dir, data, condition)
         trial_dir = run_dir / "trials" / f"{arch}-{condition}-s{seed}"
         train_config = dataclasses.replace(config.train, arch=arch, seed=seed, resolution=config.resolution,
                                            class_names=class_names)
         model, summary = train_classifier(train_config, trial_dir, data["train_images"], data["train_labels"],
                                           data["val_images"], data["val_labels"], progress=progress)
+        if not env.is_main:
+            continue
         probabilities = predict(model, data["test_images"], next(model.parameters()).device,
                                 train_config.eval_batch_size)
         scores = isic2017_scores(data["test_labels"], probabilities, n_boot=config.n_boot, seed=seed)
@@ -427,6 +442,8 @@ def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progres
         runs.atomic_write_bytes(trial_dir / "result.json", (json.dumps(runs.to_jsonable(record), indent=2) + "\n").encode())
         runs.JsonlLog(results_path).append(record)
 
+    if not env.is_main:
+        return None
     summarise(run_dir, config)
     return run_dir
 
