@@ -84,8 +84,11 @@ def test_growing_run_against_a_folder_prepares_the_reals_at_each_resolution(real
         G.save_pretrained(run / "snapshots" / f"{kimg:06d}" / "G_ema")
     reals = write_folder(tmp_path / "reals", PreparedStore(real_store).images(32)[:16])
     records = evaluate(EvaluateConfig(str(run), str(reals), metrics=("msssim",), n=8, device="cpu",
-                                      cache_dir=str(tmp_path / "cache"), progress=False))  # its own stores
+                                      cache_dir=str(tmp_path / "cache"), progress=False,  # its own stores
+                                      report=str(tmp_path / "report")))
     assert [r["resolution"] for r in records] == [16, 32]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "000000 (16 px)" in page and "000004 (32 px)" in page
 
 
 needs_isic = pytest.mark.skipif(not ISIC or not pathlib.Path(ISIC).is_dir(), reason="LESION_SAMPLE_ISIC2017 not set")

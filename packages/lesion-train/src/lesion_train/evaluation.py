@@ -296,8 +296,8 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines + [f"note: {n}" for n in notes])
 
 
-def _curve_png(path: Path, title: str, points: list[tuple[int, float]]) -> None:
-    """A small line chart (metric against kimg) drawn with PIL."""
+def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: list[str] | None = None) -> None:
+    """A small line chart (metric against kimg) drawn with PIL; ``labels`` are written above the points."""
     width, height, margin = 420, 260, 48
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -320,8 +320,10 @@ def _curve_png(path: Path, title: str, points: list[tuple[int, float]]) -> None:
     pts = [xy(x, y) for x, y in points]
     if len(pts) > 1:
         draw.line(pts, fill="#1f77b4", width=2)
-    for px, py in pts:
+    for i, (px, py) in enumerate(pts):
         draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill="#1f77b4")
+        if labels:
+            draw.text((px - 12, py - 16), labels[i], fill="#555")
     image.save(path)
 
 
@@ -337,8 +339,10 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
     # One row per snapshot / model, one column per result: progress reads down a column.
     columns: list[str] = []
     table: dict[str, dict[str, float]] = {}
+    resolution: dict[str, int] = {}
     missing: dict[str, str] = {}
     for r in records:
+        resolution[r["snapshot"]] = r.get("resolution")
         for key, value in r["results"].items():
             columns += [key] if key not in columns else []
             table.setdefault(r["snapshot"], {})[key] = value
@@ -346,19 +350,22 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
             missing[r["metric"]] = r["unavailable"]
     curves = []
     if kind == "run":
-        series: dict[str, list[tuple[int, float]]] = {}
+        series: dict[str, list[tuple[int, float, int]]] = {}
         for r in records:
             for key, value in r["results"].items():
-                series.setdefault(key, []).append((r["kimg"], value))
+                series.setdefault(key, []).append((r["kimg"], value, r.get("resolution")))
         for key, points in series.items():
             if len(points) >= 1 and "baseline" not in key:
+                points.sort()
+                # A growing run's snapshots differ in resolution (SWD even in its levels): say which is which.
+                labels = [f"{p[2]}px" for p in points] if len({p[2] for p in points}) > 1 else None
                 file = f"curve_{key}.png"
-                _curve_png(directory / file, key, sorted(points))
+                _curve_png(directory / file, key, [p[:2] for p in points], labels)
                 curves.append(file)
     notes = sorted({n for r in records for n in r.get("notes", [])})
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in columns)
-    body = "".join(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>"
+    body = "".join(f"<tr><td>{e(name)}" + (f" ({resolution[name]} px)" if resolution.get(name) else "") + "</td>" + "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>"
                                                         for c in columns) + "</tr>" for name, values in table.items())
     latest = [k for k in grids if k != "real"][-1:] if len(grids) > 1 else []
     grid_html = "".join(f"<figure><img src='{e(grids[k])}'><figcaption>{e(k)}</figcaption></figure>"
