@@ -365,8 +365,13 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
     notes = sorted({n for r in records for n in r.get("notes", [])})
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in columns)
-    body = "".join(f"<tr><td>{e(name)}" + (f" ({resolution[name]} px)" if resolution.get(name) else "") + "</td>" + "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>"
-                                                        for c in columns) + "</tr>" for name, values in table.items())
+
+    def row(name: str, values: dict[str, float]) -> str:
+        label = name + (f" ({resolution[name]} px)" if resolution.get(name) else "")
+        cells = "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>" for c in columns)
+        return f"<tr><td>{e(label)}</td>{cells}</tr>"
+
+    body = "".join(row(name, values) for name, values in table.items())
     latest = [k for k in grids if k != "real"][-1:] if len(grids) > 1 else []
     grid_html = "".join(f"<figure><img src='{e(grids[k])}'><figcaption>{e(k)}</figcaption></figure>"
                         for k in ["real"] + latest if k in grids)

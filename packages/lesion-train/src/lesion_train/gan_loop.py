@@ -279,14 +279,12 @@ def train(
             per_rank = phase.batch_size // env.world_size
             if (phase.resolution, per_rank) != data_key:
                 data_key = (phase.resolution, per_rank)
-                if saved_data is not None and tuple(saved_data["key"]) == data_key:
-                    data_seed = saved_data["seed"]
-                    data_iter = batches(phase.resolution, per_rank, data_seed)
+                resumed = saved_data is not None and tuple(saved_data["key"]) == data_key
+                # Otherwise seeded by the position too, so a resumed run does not replay the first batches.
+                data_seed = saved_data["seed"] if resumed else config.seed * 1_000_003 + nimg
+                data_iter = batches(phase.resolution, per_rank, data_seed)
+                if resumed:
                     data_iter.load_state_dict(saved_data["states"][env.rank])
-                else:
-                    # Seeded by the position too, so a resumed run does not replay the first batches.
-                    data_seed = config.seed * 1_000_003 + nimg
-                    data_iter = batches(phase.resolution, per_rank, data_seed)
                 saved_data = None
             recipe.enter_phase(phase)
             for _ in range(config.minibatch_repeats):
