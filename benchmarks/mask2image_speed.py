@@ -35,12 +35,12 @@ def random_batch(batch: int, resolution: int, device) -> dict[str, torch.Tensor]
             "labels": torch.arange(batch, device=device) % 3}
 
 
-def one_case(arch: str, case: str, widths: str, iters: int, device: str) -> _perf.Measurement:
+def one_case(arch: str, case: str, widths: str, iters: int, device: str, compile: bool) -> _perf.Measurement:
     resolution, batch = (int(v) for v in case.split("x"))
     torch.manual_seed(0)
     dev = choose_device(device)
     sizes = {k: demo_overrides()[k] for k in ("ngf", "ndf", "n_blocks")} if widths == "demo" else {}
-    config = Mask2ImageConfig(arch=arch, resolution=resolution, batch_size=batch, **sizes)
+    config = Mask2ImageConfig(arch=arch, resolution=resolution, batch_size=batch, compile=compile, **sizes)
     trainer = Mask2ImageTrainer(config, num_classes=3, env=DistEnv(device=dev))
     data = random_batch(batch, resolution, dev)
     return _perf.measure(f"{arch} {resolution}px b{batch}", lambda: trainer.step(data), batch, dev, iters=iters)
@@ -53,19 +53,21 @@ def one_case(arch: str, case: str, widths: str, iters: int, device: str) -> _per
 @click.option("--iters", type=int, default=5, show_default=True, help="Timed steps (median) after one warm-up.")
 @click.option("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--compile/--no-compile", default=False, help="torch.compile G and D (as mask2image_train --compile).")
 @click.option("--one", is_flag=True, hidden=True, help="Run a single case in this process (internal).")
-def main(cases, archs, widths, iters, threads, device, one):
+def main(cases, archs, widths, iters, threads, device, compile, one):
     if threads:
         torch.set_num_threads(threads)
     if one:
-        print(_perf.row(one_case(archs, cases, widths, iters, device)), flush=True)
+        print(_perf.row(one_case(archs, cases, widths, iters, device, compile)), flush=True)
         return
-    print(f"mask2image training step (G + D), {widths} widths, {torch.get_num_threads()} threads")
+    print(f"mask2image training step (G + D), {widths} widths, {torch.get_num_threads()} threads, compile {compile}")
     print(_perf.HEADER, flush=True)
     for case in cases.split(","):
         for arch in archs.split(","):
             command = [sys.executable, __file__, "--one", "--archs", arch, "--cases", case, "--widths", widths,
-                       "--iters", str(iters), "--device", device] + (["--threads", str(threads)] if threads else [])
+                       "--iters", str(iters), "--device", device, "--compile" if compile else "--no-compile"]
+            command += ["--threads", str(threads)] if threads else []
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 print(f"{arch} {case} failed: {done.stderr.strip().splitlines()[-1]}", flush=True)

@@ -41,26 +41,30 @@ import _perf  # noqa: E402
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off")
 @click.option("--channels-last/--no-channels-last", default=True)
 @click.option("--fused-adam/--no-fused-adam", default=True)
+@click.option("--compile/--no-compile", default=False, help="torch.compile G (as pggan_train --compile).")
 @click.option("--cpu-threads", type=int, default=0, help="0 = every core.")
-def main(resolutions, fmap_base, fmap_max, z_dim, batch, iters, device, amp, channels_last, fused_adam, cpu_threads):
+def main(resolutions, fmap_base, fmap_max, z_dim, batch, iters, device, amp, channels_last, fused_adam, compile,
+         cpu_threads):
     env = DistEnv(device=choose_device(device))
     if env.device.type == "cpu":
         torch.set_num_threads(cpu_threads or os.cpu_count() or 1)
     matmul = _perf.matmul_gflops(env.device)
     print(f"device {env.device}, threads {torch.get_num_threads()}, fmap_base {fmap_base}, fmap_max {fmap_max}, "
           f"z_dim {z_dim}, batch {batch}, amp {amp}, channels_last {channels_last}, fused_adam {fused_adam}, "
-          f"iters {iters}, matmul {matmul:.1f} GFLOP/s")
+          f"compile {compile}, iters {iters}, matmul {matmul:.1f} GFLOP/s")
     print(_perf.HEADER, flush=True)
     rows = []
     for res in (int(r) for r in resolutions.split(",")):
         config = preset("gpu", resolution=res, fmap_base=fmap_base, fmap_max=fmap_max, z_dim=z_dim,
-                        channels_last=channels_last, fused_adam=fused_adam, **{"loop.amp": amp})
+                        channels_last=channels_last, fused_adam=fused_adam, compile=compile, **{"loop.amp": amp})
         torch.manual_seed(0)
         recipe = PGGANRecipe(config, 0, env)
         phase = dataclasses.replace(recipe.phase(10**9), batch_size=batch)  # the last stage, alpha 1
         recipe.enter_phase(phase)
         images = torch.rand(batch, 3, res, res, device=env.device) * 2 - 1
         step = lambda: recipe.train_step({"images": images}, phase)  # noqa: E731
+        if compile:
+            step()  # compiles G's graphs, outside the FLOP count and the timing
         if env.device.type == "cuda":
             step()  # CUDA's first call also initialises kernels; keep it out of the peak
             torch.cuda.reset_peak_memory_stats(env.device)

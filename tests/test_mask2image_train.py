@@ -168,3 +168,30 @@ def test_local_enhancer_starts_from_the_global_model_and_can_keep_it_fixed(tmp_p
     assert any(not torch.equal(frozen[k], v) for k, v in trainer.G.global_net.state_dict().items())
     with pytest.raises(ValueError, match="local enhancer exists for --arch ours|pix2pixhd only"):
         Mask2ImageConfig(arch="spade", n_local_enhancers=1)
+
+
+@pytest.mark.slow  # ~1 min here: inductor compiles G and D
+def test_compiled_networks_give_eager_losses_and_gradients(tmp_path):
+    torch._dynamo.reset()
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:24, 10:22] = 1
+    batch = {"images": torch.rand(2, 3, 32, 32) * 2 - 1, "masks": masks, "labels": torch.tensor([0, 2])}
+    trainers, terms = [], []
+    for compile in (False, True):
+        torch.manual_seed(0)
+        config = Mask2ImageConfig(compile=compile, **{k: v for k, v in TINY.items() if k != "threads"})
+        trainers.append(Mask2ImageTrainer(config, num_classes=3, env=DistEnv()))
+        terms.append({k: v.item() for k, v in trainers[-1].step(batch).items()})
+    assert isinstance(trainers[1].G_train, torch._dynamo.eval_frame.OptimizedModule)
+    assert terms[1] == pytest.approx(terms[0], rel=1e-5)
+    for name in ("G", "D"):  # the gradients of the step just taken, to 1e-3 of each tensor's largest;
+        # the biases before instance norm get only rounding noise (~1e-5), hence the absolute 1e-4
+        eager, compiled = (dict(t.models[name].named_parameters()) for t in trainers)
+        for key, p in eager.items():
+            atol = 1e-3 * p.grad.abs().max().item() + 1e-4
+            torch.testing.assert_close(compiled[key].grad, p.grad, rtol=0, atol=atol, msg=f"{name}.{key}")
+    run = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path), compile=True))
+    from lesion_models import load_pretrained
+
+    for name in ("G", "D"):  # plain modules: no ``_orig_mod.`` prefixes from the compiled wrapper
+        assert load_pretrained(run.final_snapshot / name).state_dict().keys() == trainers[0].models[name].state_dict().keys()

@@ -27,6 +27,7 @@ FIELDS = {
     "gan_mode": "gan_mode", "vgg_weights": "vgg_weights", "lr_g": "lr_g", "lr_d": "lr_d",
     "tick_kimg": "tick_kimg", "snapshot_ticks": "snapshot_ticks", "seed": "seed", "device": "device",
     "amp": "amp", "threads": "threads", "run_root": "run_root", "name": "name", "phantoms": "phantom_count",
+    "compile": "compile",
 }
 
 
@@ -55,6 +56,7 @@ FIELDS = {
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]))
 @click.option("--threads", type=int, help="torch CPU threads (demo default 1; else torch's default).")
+@click.option("--compile/--no-compile", default=None, help="torch.compile G and D (for CUDA; the first step compiles).")
 @click.option("--run-root", help="Parent of run directories (runs).")
 @click.option("--name", help="Run name suffix.")
 @click.option("--resume", help="Run directory or snapshot directory to continue.")

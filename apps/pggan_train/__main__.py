@@ -18,7 +18,7 @@ FIELDS = {
     "data": "data", "resolution": "resolution", "conditional": "conditional", "augment": "augment",
     "phantom_count": "phantom_count", "loss": "loss", "fmap_base": "fmap_base", "fmap_max": "fmap_max",
     "z_dim": "z_dim", "mbstd_group_size": "mbstd_group_size", "fused_scale": "fused_scale", "g_ema_beta": "g_ema_beta", "g_ema_rampup": "g_ema_rampup",
-    "gp_lambda": "gp_lambda", "r1_gamma": "r1_gamma", "channels_last": "channels_last",
+    "gp_lambda": "gp_lambda", "r1_gamma": "r1_gamma", "channels_last": "channels_last", "compile": "compile",
     "total_kimg": "loop.total_kimg", "minibatch_repeats": "loop.minibatch_repeats",
     "snapshot_ticks": "loop.snapshot_ticks", "grid_size": "loop.grid_size", "seed": "loop.seed",
     "device": "loop.device", "amp": "loop.amp", "cpu_threads": "loop.cpu_threads", "out": "loop.run_root",
@@ -79,6 +79,8 @@ def baseline_options(arch: str, given: dict) -> dict:
 @click.option("--device", default=None, show_default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=None, show_default="off")
 @click.option("--channels-last/--no-channels-last", default=None, show_default="channels-last")
+@click.option("--compile/--no-compile", default=None, show_default="no-compile",
+              help="torch.compile the generator (for CUDA; the first step of each stage compiles).")
 @click.option("--cpu-threads", type=int, default=None, show_default="0 = auto (idle cores)")
 @click.option("--out", type=click.Path(), default=None, show_default="runs", help="Root of run directories.")
 @click.option("--name", default=None, show_default="pggan", help="Run name suffix.")

@@ -169,17 +169,24 @@ def _downscale2d(x: torch.Tensor) -> torch.Tensor:
 
 
 class _StageMixin:
-    """Current output resolution and fade alpha kept in buffers so they are saved with weights."""
+    """Current output resolution and fade alpha kept in buffers so they are saved with weights.
+
+    ``forward`` reads the stage as ``(log2, fading)`` and the fade weight from the ``stage_alpha``
+    buffer, never alpha as a Python number: under ``torch.compile`` a number read in ``forward`` is a
+    constant of the compiled graph, and alpha changes at every step of a fade."""
 
     def _init_stage(self, config: PGGANConfig) -> None:
         self.register_buffer("stage_log2", torch.tensor(config.resolution_log2, dtype=torch.int64))
         self.register_buffer("stage_alpha", torch.tensor(1.0))
-        self._stage = (config.resolution_log2, 1.0)
+        self._set_cached_stage(config.resolution_log2, 1.0)
         # safetensors' load_model goes through load_state_dict; refresh the cached Python copy.
         self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_stage())
 
+    def _set_cached_stage(self, log2: int, alpha: float) -> None:
+        self._stage, self._alpha = (log2, alpha < 1.0), alpha
+
     def _refresh_stage(self) -> None:
-        self._stage = (int(self.stage_log2.item()), float(self.stage_alpha.item()))
+        self._set_cached_stage(int(self.stage_log2.item()), float(self.stage_alpha.item()))
 
     def set_stage(self, resolution: int, alpha: float = 1.0) -> None:
         """Output ``resolution``; ``alpha`` < 1 blends in the previous resolution's path."""
@@ -191,7 +198,11 @@ class _StageMixin:
         alpha = 1.0 if log2 == 2 else float(alpha)  # 4x4 has nothing to fade from
         self.stage_log2.fill_(int(log2))
         self.stage_alpha.fill_(alpha)
-        self._stage = (int(log2), alpha)
+        self._set_cached_stage(int(log2), alpha)
+
+    def _fade(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """``lerp(low, high, alpha)``; alpha (float32) is cast to the activations' dtype under AMP."""
+        return torch.lerp(low, high, self.stage_alpha.to(high.dtype))
 
     @property
     def resolution(self) -> int:
@@ -199,7 +210,7 @@ class _StageMixin:
 
     @property
     def alpha(self) -> float:
-        return self._stage[1]
+        return self._alpha
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,10 +256,10 @@ class PGGANGenerator(_StageMixin, Pretrained, nn.Module):
         x = self.dense(x).reshape(z.shape[0], -1, 4, 4)
         x = self._act_norm(x)
         x = self._act_norm(self.conv4(x))
-        log2, alpha = self._stage
+        log2, fading = self._stage
         previous = None
         for index in range(log2 - 2):
-            if index == log2 - 3 and alpha < 1.0:
+            if index == log2 - 3 and fading:
                 previous = x
             conv0, conv1 = self.blocks[index]
             x = self._act_norm(conv0.upscale_conv(x))
@@ -256,7 +267,7 @@ class PGGANGenerator(_StageMixin, Pretrained, nn.Module):
         images = self.to_rgb[log2 - 2](x)
         if previous is not None:
             # Fade-in: the new block's RGB blended with the upscaled RGB of the previous stage.
-            images = torch.lerp(_upscale2d(self.to_rgb[log2 - 3](previous)), images, alpha)
+            images = self._fade(_upscale2d(self.to_rgb[log2 - 3](previous)), images)
         if not self.training:
             images = images.clamp(-1, 1)
         return images
@@ -290,7 +301,7 @@ class PGGANDiscriminator(_StageMixin, Pretrained, nn.Module):
         return F.leaky_relu(x, self._act)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        log2, alpha = self._stage
+        log2, fading = self._stage
         if images.shape[-1] != 2**log2:
             raise ValueError(f"discriminator is at {2**log2} px but got {images.shape[-1]} px images")
         x = self._lrelu(self.from_rgb[log2 - 2](images))
@@ -301,9 +312,9 @@ class PGGANDiscriminator(_StageMixin, Pretrained, nn.Module):
                 x = self._lrelu(conv1.conv_downscale(x))
             else:
                 x = _downscale2d(self._lrelu(conv1(x)))
-            if index == log2 - 3 and alpha < 1.0:
+            if index == log2 - 3 and fading:
                 # Fade-in: blend with the previous stage's fromRGB of the downscaled image.
-                x = torch.lerp(self._lrelu(self.from_rgb[log2 - 3](_downscale2d(images))), x, alpha)
+                x = self._fade(self._lrelu(self.from_rgb[log2 - 3](_downscale2d(images))), x)
         if self.config.mbstd_group_size > 1:
             x = minibatch_stddev(x, self.config.mbstd_group_size)
         x = self._lrelu(self.conv4(x))

@@ -138,6 +138,10 @@ class PGGANTrainConfig:
     # widths at 128 px (5%); with the official widths at 8 px NCHW is 1.27x faster (same process).
     channels_last: bool = True
     fused_adam: bool = True  # one fused kernel per optimizer step instead of ~10 passes over the weights
+    # torch.compile (inductor) for G. Off by default: on this CPU it paid only at 8 px (1.13-1.26x), and
+    # short runs spend more time compiling than they save (docs/pggan.md).
+    # D stays eager: its gradient penalty (and R1) needs double backward, which compiled graphs lack.
+    compile: bool = False
     schedule: PGGANSchedule = dataclasses.field(default_factory=PGGANSchedule)
     loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(name="pggan"))
 
@@ -248,6 +252,8 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
             for model in (self.G, self.D, self.G_ema):
                 model.to(memory_format=torch.channels_last)
         self.models = {"G_ema": self.G_ema, "G": self.G, "D": self.D}
+        # The steps call G through this; ``models`` keeps the plain modules for snapshots and grids.
+        self.G_train = torch.compile(self.G) if config.compile else self.G
         self.scaler_g = grad_scaler(env.device, config.loop.amp)
         self.scaler_d = grad_scaler(env.device, config.loop.amp)
         self.opt_g = self.opt_d = None
@@ -266,6 +272,10 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
         return self.config.schedule.phase(nimg, self.config.resolution, self.env.world_size)
 
     def enter_phase(self, phase: gan_loop.Phase) -> None:
+        if self.config.compile and phase.resolution != self.G.resolution:
+            # Up to four graphs per resolution (fading or not, with or without grad); dropping the
+            # previous resolution's keeps the count under dynamo's recompile limit (8 per function).
+            torch._dynamo.reset()
         if phase.key != self.opt_key:
             if self.opt_key is not None and self.config.reset_optimizer:
                 self._reset_optimizers()
@@ -293,7 +303,7 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
         # D step: fakes need no graph into G.
         self.D.requires_grad_(True)
         with torch.no_grad(), autocast(device, amp):
-            fakes = self.G(self._latents(n), labels)
+            fakes = self.G_train(self._latents(n), labels)
         with autocast(device, amp):
             if c.loss == "wgangp":
                 d_loss, d_terms = adversarial.wgan_gp_d_loss(
@@ -310,7 +320,7 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
         self.D.requires_grad_(False)
         g_loss_fn = adversarial.wgan_g_loss if c.loss == "wgangp" else adversarial.logistic_g_loss
         with autocast(device, amp):
-            g_loss, g_terms = g_loss_fn(self.D, self.G(self._latents(n), labels), labels, cond_weight=c.cond_weight)
+            g_loss, g_terms = g_loss_fn(self.D, self.G_train(self._latents(n), labels), labels, cond_weight=c.cond_weight)
         self._step(g_loss, self.opt_g, self.scaler_g, self.G)
         self.D.requires_grad_(True)
 
