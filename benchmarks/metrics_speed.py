@@ -3,11 +3,13 @@
 - SWD: ours (vectorised torch) vs PGGAN's official algorithm, transcribed plainly in NumPy/SciPy
   below (the reference the parity tests also use), on N images of R px (default 2048 x 128 px).
 - Inception features: ours vs torch-fidelity's extractor (same weights): img/s, FLOPs, achieved
-  GFLOP/s, matmul GFLOP/s of the same process, MFU, peak MB (benchmarks/_perf.py).
+  GFLOP/s, matmul GFLOP/s of the same process, MFU, peak MB (benchmarks/_perf.py); with
+  --inception-compile also ours through torch.compile (as ``evaluate --compile``).
 - MS-SSIM: ours vs pytorch-msssim on 192 px pairs.
 
     flock /tmp/bench.lock uv run python benchmarks/metrics_speed.py [--n 2048] [--res 128] [--skip-reference]
         [--only swd,inception,msssim] [--swd-iters 3] [--inception-n 64] [--inception-batch 16]
+        [--inception-compile]
 """
 
 from __future__ import annotations
@@ -164,10 +166,11 @@ def bench_swd(n, res, skip_reference, iters):
     print(f"SWD speed-up: {t_ref / t_ours:.1f}x", flush=True)
 
 
-def bench_inception(n, batch, iters):
+def bench_inception(n, batch, iters, compile):
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     from lesion_metrics.inception import load_inception, load_weights
+    from lesion_metrics.registry import compile_network
 
     perf = _perf()
     images = _images(n, 256, 3)
@@ -181,8 +184,11 @@ def bench_inception(n, batch, iters):
     rows = {}
     print(f"Inception features of {n} images of 256 px in batches of {batch} (resized to 299 inside)")
     print(perf.HEADER)
+    cases = [("ours", lambda x: ours(x)["pool3"]), ("torch-fidelity", lambda x: theirs(x)[0])]
+    if compile:  # evaluate --compile; the warm-up run compiles
+        cases.append(("ours compiled", lambda x: compile_network(ours)(x)["pool3"]))
     with torch.inference_mode():
-        for name, fn in (("ours", lambda x: ours(x)["pool3"]), ("torch-fidelity", lambda x: theirs(x)[0])):
+        for name, fn in cases:
             def run(fn=fn):
                 for i in range(0, n, batch):
                     fn(images[i:i + batch])
@@ -191,6 +197,8 @@ def bench_inception(n, batch, iters):
             print(perf.row(rows[name]), flush=True)
     print(f"Inception FLOPs per image: {rows['ours'].flops / n / 1e9:.2f} GFLOP")
     print(f"Inception speed ratio (ours / torch-fidelity): {rows['ours'].img_per_s / rows['torch-fidelity'].img_per_s:.2f}")
+    if compile:
+        print(f"Inception speed ratio (ours compiled / ours): {rows['ours compiled'].img_per_s / rows['ours'].img_per_s:.2f}")
 
 
 def bench_msssim(n, iters):
@@ -214,6 +222,7 @@ def main():
     parser.add_argument("--swd-iters", type=int, default=3, help="runs of our SWD (median); the official runs once")
     parser.add_argument("--inception-n", type=int, default=64)
     parser.add_argument("--inception-batch", type=int, default=16)
+    parser.add_argument("--inception-compile", action="store_true", help="also time our network compiled")
     parser.add_argument("--msssim-n", type=int, default=64)
     parser.add_argument("--iters", type=int, default=3, help="timed runs (median) for Inception and MS-SSIM")
     parser.add_argument("--only", default="swd,inception,msssim", help="comma-separated subset to run")
@@ -224,7 +233,7 @@ def main():
     if "swd" in only:
         bench_swd(args.n, args.res, args.skip_reference, args.swd_iters)
     if "inception" in only:
-        bench_inception(args.inception_n, args.inception_batch, args.iters)
+        bench_inception(args.inception_n, args.inception_batch, args.iters, args.inception_compile)
     if "msssim" in only:
         bench_msssim(args.msssim_n, args.iters)
 

@@ -76,6 +76,13 @@ def test_run_directory_snapshots_jsonl_report_and_rerun(run_dir, real_store, cac
     assert len((run_dir / "metrics" / "swd.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_snapshot_directory_is_evaluated_as_its_g_ema(run_dir, real_store, cache):
+    records = evaluate(EvaluateConfig(str(run_dir / "snapshots" / "000004"), str(real_store), metrics=("msssim",),
+                                      n=8, device="cpu", cache_dir=str(cache), progress=False))
+    assert [(r["snapshot"], r["metric"]) for r in records] == [("000004", "msssim")]
+    assert 0 < records[0]["results"]["msssim"] <= 1
+
+
 def test_growing_run_against_a_folder_prepares_the_reals_at_each_resolution(real_store, tmp_path):
     run = tmp_path / "20260101-000000-growing"
     for kimg, stage in ((0, 16), (4, 32)):  # a progressive run's snapshots, 16 px then 32 px

@@ -27,13 +27,16 @@ from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate, f
 @click.option("--cache-dir", type=click.Path(), default=None, help="Default: $LESION_GAN_CACHE or ~/.cache/lesion-gan.")
 @click.option("--json", "output", type=click.Path(), default=None, help="Write every record to this JSON file.")
 @click.option("--report", type=click.Path(), default=None, help="Write an HTML report (table, grids, curves) here.")
+@click.option("--compile", is_flag=True,
+              help="torch.compile Inception: ~30 s once, then 1.3-1.44x faster features on a CPU; pays from ~2,500 images.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(generated, real, metrics, n, seed, device, batch_size, resolution, inception_weights, domain_classifier,
-         cache_dir, output, report, quiet):
+         cache_dir, output, report, compile, quiet):
     config = EvaluateConfig(
         generated=generated, real=real, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), n=n,
         seed=seed, device=device, batch_size=batch_size, resolution=resolution, inception_weights=inception_weights,
-        domain_classifier=domain_classifier, cache_dir=cache_dir, output=output, report=report, progress=not quiet)
+        domain_classifier=domain_classifier, cache_dir=cache_dir, output=output, report=report, progress=not quiet,
+        compile=compile)
     try:
         records = evaluate(config)
     except (EvaluationError, NotEnoughImages, MetricUnavailable, WeightsError, ValueError) as error:

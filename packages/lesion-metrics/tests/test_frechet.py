@@ -4,6 +4,7 @@ import torch
 
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, calc_metric
 from lesion_metrics.frechet import feature_statistics, frechet_distance
+from lesion_metrics.registry import extract_features
 
 
 def random_cov(rng, d):
@@ -84,3 +85,23 @@ def test_domain_fd_uses_the_given_extractor_and_is_never_called_fid():
     expected = frechet_distance(*feature_statistics(f_real), *feature_statistics(f_fake))
     assert list(result["results"]) == ["domain_fd"]
     assert result["results"]["domain_fd"] == pytest.approx(expected, rel=1e-5) and expected > 0
+
+
+class ShapeRecorder(MeanColour):
+    def __init__(self):
+        super().__init__()
+        self.batch_sizes = []
+
+    def forward(self, images):
+        self.batch_sizes.append(len(images))
+        return super().forward(images)
+
+
+def test_feature_extraction_pads_the_last_chunk_and_drops_its_features():
+    """A compiled network must see one batch shape: 21 images in source batches of 6 reach it as
+    chunks of 6 (the last padded), and the features are those of the 21 images alone."""
+    images = torch.randint(0, 256, (21, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    network = ShapeRecorder()
+    features = extract_features(ImageSource.from_array(images, "real", batch_size=6), network, "cpu", progress=False)
+    assert set(network.batch_sizes) == {6} and len(network.batch_sizes) == 4
+    np.testing.assert_allclose(features["features"], MeanColour()(images)["features"].numpy(), rtol=1e-6)

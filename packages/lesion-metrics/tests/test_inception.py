@@ -151,3 +151,14 @@ def test_inception_score_analytic():
     logits[np.arange(100), np.arange(100) % 10] = 0.0
     assert inception_score_from_logits(logits)[0] == pytest.approx(10.0, rel=1e-6)
     assert inception_score_from_logits(np.zeros((20, 1008)))[0] == pytest.approx(1.0)
+
+
+@pytest.mark.slow  # inductor compiles Inception once: ~30 s here
+def test_compiled_inception_gives_the_eager_features(inception_cache, smooth):
+    source = ImageSource.from_array(smooth(10, 64, seed=2), "generated", batch_size=10)  # chunks of 8 and 2 (padded)
+    eager, compiled = (MetricOptions(source, source, cache_dir=str(inception_cache), progress=False, compile=compile)
+                       for compile in (False, True))
+    assert isinstance(compiled.inception_extractor().network, torch._dynamo.eval_frame.OptimizedModule)
+    a, b = eager.features("fake")["pool3"], compiled.features("fake")["pool3"]
+    assert a.shape == (10, 2048)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max())

@@ -10,6 +10,7 @@ has its features cached on disk per (dataset, resolution, extractor, count).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -104,6 +105,9 @@ class MetricOptions:
     domain_extractor: FeatureExtractor | None = None
     batch_size: int = 32
     progress: bool = True
+    # torch.compile the Inception network (inductor, weights frozen): ~30 s once per process, then
+    # 1.3-1.44x the img/s on this CPU (features equal to 1e-6); pays from ~2,500 uncached images.
+    compile: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
     _features: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -113,7 +117,9 @@ class MetricOptions:
 
     def inception_extractor(self) -> FeatureExtractor:
         net = inception.load_inception(self.inception_weights, self.cache_dir, self.device)
-        return FeatureExtractor(f"inception-2015-12-05-{inception.weights_id(self.inception_weights)}", net)
+        # Same features either way (to float rounding), so compiled and eager share the feature cache.
+        return FeatureExtractor(f"inception-2015-12-05-{inception.weights_id(self.inception_weights)}",
+                                compile_network(net) if self.compile else net)
 
     def source(self, side: str) -> ImageSource:
         return {"real": self.real, "fake": self.fake}[side]
@@ -138,20 +144,34 @@ class MetricOptions:
         return self._features[key]
 
 
+@functools.lru_cache(maxsize=4)
+def compile_network(network: torch.nn.Module) -> torch.nn.Module:
+    """One compiled wrapper per (process-cached) network, so its graph is compiled once."""
+    return torch.compile(network, dynamic=False, options={"freezing": True})
+
+
 # On a CPU the network sees this many images at a time, whatever the source's batch: Inception ran
 # 21.7 / 19.0 / 16.0 / 15.2 img/s at 8 / 16 / 32 / 64 (its activations stay in cache).
 CPU_CHUNK = 8
 
 
 def extract_features(source: ImageSource, network: torch.nn.Module, device: str, progress: bool = True) -> dict[str, np.ndarray]:
+    """Features of every image of ``source``. The network always sees chunks of one size (the last
+    padded with copies of its final image, whose features are dropped), so a compiled network
+    compiles one graph; in eval mode images do not interact, so the padding changes nothing."""
     parts: dict[str, list[np.ndarray]] = {}
+    size = 0
     with torch.no_grad(), tqdm(total=source.num_images, desc=f"features {source.name}", unit="img",
                                disable=not progress, leave=False) as bar:
         for batch in source.iterate():
             batch = batch.to(device)
-            for chunk in batch.split(CPU_CHUNK) if batch.device.type == "cpu" else (batch,):
+            size = size or (min(CPU_CHUNK, len(batch)) if batch.device.type == "cpu" else len(batch))
+            for chunk in batch.split(size):
+                count = len(chunk)
+                if count < size:
+                    chunk = torch.cat([chunk, chunk[-1:].expand(size - count, *chunk.shape[1:])])
                 for name, value in network(chunk).items():
-                    parts.setdefault(name, []).append(value.float().cpu().numpy())
+                    parts.setdefault(name, []).append(value[:count].float().cpu().numpy())
             bar.update(len(batch))
     if not parts:
         raise NotEnoughImages(f"{source.name}: no images")
