@@ -4,8 +4,9 @@ lesion-metrics -> table, JSON, ``metrics/<metric>.jsonl`` in a run directory, an
 - Real side: a prepared store (lesion-data), or any folder / ISIC / HAM10000 tree that lesion-data
   reads, prepared once at the generated resolution and cached (so are its Inception features).
 - Generated side: a folder of images, a model directory saved with ``lesion_models.hub`` (samples
-  generated on the fly, seeded), one snapshot directory (its ``G_ema``), or a run directory whose snapshots (``snapshots/<kimg>/G_ema``) are
-  evaluated in turn; already evaluated snapshots (same n, seed, metric) are skipped on a re-run.
+  generated on the fly, seeded), one snapshot directory (its ``G_ema``), or a run directory whose
+  snapshots (``snapshots/<kimg>/G_ema``) are evaluated in turn; already evaluated snapshots (same n,
+  seed, metric) are skipped on a re-run.
 """
 
 from __future__ import annotations
