@@ -16,7 +16,7 @@ from lesion_data.phantom import generate_phantoms, phantom_store
 from lesion_data.store import PreparedStore
 from lesion_models.hub import Pretrained, register
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
-from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate
+from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate, generator_source
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ISIC = os.environ.get("LESION_SAMPLE_ISIC2017")
@@ -74,6 +74,33 @@ def test_run_directory_snapshots_jsonl_report_and_rerun(run_dir, real_store, cac
     assert [r.get("reused") for r in again] == [True, True]
     assert (tmp_path / "again" / "grid_000000.png").is_file() and (tmp_path / "again" / "grid_000004.png").is_file()
     assert len((run_dir / "metrics" / "swd.jsonl").read_text().splitlines()) == 2
+
+
+class CountingGenerator(torch.nn.Module):
+    """A stand-in generator that records the batch sizes it is called with."""
+
+    z_dim, num_classes, resolution = 4, 0, 8
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
+        self.batch_sizes = []
+
+    def forward(self, z, labels=None):
+        self.batch_sizes.append(len(z))
+        return torch.tanh(z @ self.weight)[:, :, None, None].expand(-1, -1, 8, 8)
+
+
+def test_generated_images_are_made_once_on_full_batches():
+    G = CountingGenerator()
+    kept = generator_source(G, 10, seed=0, batch_size=4, device=torch.device("cpu"))
+    assert G.batch_sizes == [4, 4, 4]  # one pass, the last batch padded to the full size
+    passes = [torch.cat(list(kept.iterate())) for _ in range(3)]  # features, SWD, MS-SSIM
+    assert G.batch_sizes == [4, 4, 4]
+    streamed = generator_source(G, 10, seed=0, batch_size=4, device=torch.device("cpu"), materialize=False)
+    again = torch.cat(list(streamed.iterate()))
+    assert G.batch_sizes == [4] * 6 and passes[0].shape == (10, 3, 8, 8)
+    assert all(torch.equal(p, again) for p in passes)
 
 
 def test_a_snapshot_directory_is_evaluated_as_its_g_ema(run_dir, real_store, cache):
@@ -182,7 +209,8 @@ def test_model_directory_with_stand_in_conditional_generator(real_store, cache, 
                             cache_dir=str(cache), progress=False)
     first = evaluate(config)
     assert first[0]["results"]["msssim"] > 0 and first[0]["resolution"] == 32
-    assert StandInGenerator.seen_labels[-6:] == [0, 1, 2, 0, 1, 2]  # balanced classes in the metric's pass
+    # Generated once for every pass, classes in turn; the last batch padded with copies of image 5.
+    assert StandInGenerator.seen_labels == [0, 1, 2, 0, 1, 2, 2, 2]
     assert evaluate(config)[0]["results"] == first[0]["results"]  # same seed, same samples
     with pytest.raises(EvaluationError, match="generates 32 px"):
         evaluate(dataclasses.replace(config, resolution=64))

@@ -23,8 +23,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from lesion_data.store import PreparedStore, StoreError, prepare_store
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
@@ -32,6 +34,7 @@ from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
 from lesion_train.runs import JsonlLog, image_grid, list_snapshots
+from lesion_train.sampling import for_inference
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
 
@@ -56,7 +59,7 @@ class EvaluateConfig:
     output: str | None = None  # JSON file with every record
     report: str | None = None  # directory for the HTML report
     progress: bool = True
-    compile: bool = False  # torch.compile Inception (MetricOptions.compile): pays from ~2,500 uncached images
+    compile: bool = False  # torch.compile Inception and the generator: pays from ~2,500 generated images
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,23 +110,50 @@ def store_source(store: PreparedStore, resolution: int, limit: int, name: str, b
     return ImageSource.from_array(images, name, batch_size, cache_key=key)
 
 
+# Generated images up to this size are written once to a scratch array that every metric then
+# reads (the Inception features, SWD and MS-SSIM each make a pass over the generated side, and
+# generating for each pass tripled the generator's time); larger sets are generated per pass.
+MATERIALIZE_BYTES = 4 << 30
+
+
 def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: int, device: torch.device,
-                     name: str = "generated") -> ImageSource:
+                     name: str = "generated", compile: bool = False, materialize: bool = True,
+                     progress: bool = False) -> ImageSource:
     """``n`` samples of ``G(z, labels)`` as uint8, the same ones on every pass (seeded per batch);
-    conditional generators get the classes in turn (balanced)."""
+    conditional generators get the classes in turn (balanced). The generator runs as for sampling
+    (eval, channels_last, inference mode), compiled with frozen weights if ``compile``, and always on
+    full batches (the last one padded) so that a compiled generator compiles one graph."""
     num_classes = int(getattr(generator, "num_classes", 0) or 0)
+    resolution = int(generator.resolution)
+    G = for_inference(generator, device)
+    if compile:
+        G = torch.compile(G, dynamic=False, options={"freezing": True})
+
+    @torch.inference_mode()
+    def generate(start: int) -> torch.Tensor:
+        count = min(batch_size, n - start)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        z = torch.randn(count, generator.z_dim, generator=g)
+        index = torch.arange(start, start + batch_size).clamp_max(n - 1)  # the last batch padded
+        labels = (index % num_classes).to(device) if num_classes else None
+        z = torch.cat([z, z[-1:].expand(batch_size - count, -1)]).to(device)
+        images = G(z, labels)[:count]
+        return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
     def batches() -> Iterator[torch.Tensor]:
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                count = min(batch_size, n - start)
-                g = torch.Generator().manual_seed(seed * 1_000_003 + start)
-                z = torch.randn(count, generator.z_dim, generator=g).to(device)
-                labels = (torch.arange(start, start + count) % num_classes).to(device) if num_classes else None
-                images = generator(z, labels)
-                yield ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        for start in range(0, n, batch_size):
+            yield generate(start)
 
-    return ImageSource(name, n, batches)
+    if not materialize or n * 3 * resolution**2 > MATERIALIZE_BYTES:
+        return ImageSource(name, n, batches)
+    # An anonymous file: its disk space goes back as soon as the array is dropped (next snapshot).
+    with tempfile.TemporaryFile(prefix="lesion-eval-") as file:
+        images = np.memmap(file, dtype=np.uint8, mode="w+", shape=(n, resolution, resolution, 3))
+    with tqdm(total=n, desc=f"generating {name}", unit="img", disable=not progress, leave=False) as bar:
+        for start, batch in zip(range(0, n, batch_size), batches()):
+            images[start:start + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
+            bar.update(len(batch))
+    return ImageSource.from_array(images, name, batch_size)
 
 
 def load_generator(directory: Path, device: torch.device) -> torch.nn.Module:
@@ -235,7 +265,9 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             resolution = config.resolution or int(generator.resolution)
             if resolution != int(generator.resolution):
                 raise EvaluationError(f"{target}: generates {generator.resolution} px, not --resolution {resolution}")
-            fake = generator_source(generator, config.n, config.seed, config.batch_size, device)
+            # Only the sample grid is needed when every metric was reused: generate no more.
+            fake = generator_source(generator, config.n, config.seed, config.batch_size, device, compile=config.compile,
+                                    materialize=bool(pending), progress=config.progress)
         if real_store is None or resolution not in real_store.resolutions:
             # A growing run's snapshots need the real data at each resolution (a folder is prepared
             # again at the larger one; a given store without the level fails below, saying so).
