@@ -103,6 +103,21 @@ def test_generated_images_are_made_once_on_full_batches():
     assert all(torch.equal(p, again) for p in passes)
 
 
+@pytest.mark.slow  # inductor compiles the generator: ~20 s here
+def test_compiled_generator_gives_the_eager_images():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    G = PGGANGenerator(PGGANConfig(resolution=32, fmap_base=64, fmap_max=16))
+    eager, compiled = (torch.cat(list(generator_source(G, 10, seed=1, batch_size=4, device=torch.device("cpu"),
+                                                       compile=compile).iterate())) for compile in (False, True))
+    assert eager.shape == (10, 3, 32, 32) and eager.float().std() > 1
+    assert (eager.int() - compiled.int()).abs().max() <= 1  # uint8 rounding of float-equal images
+    assert counters["stats"]["unique_graphs"] == 1  # the padded last batch needed no second graph
+
+
 def test_a_snapshot_directory_is_evaluated_as_its_g_ema(run_dir, real_store, cache):
     records = evaluate(EvaluateConfig(str(run_dir / "snapshots" / "000004"), str(real_store), metrics=("msssim",),
                                       n=8, device="cpu", cache_dir=str(cache), progress=False))
