@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -146,3 +147,22 @@ def test_torchrun_resume_on_as_many_processes_matches_an_uninterrupted_run(tmp_p
         b = load_pretrained(sorted((half / "snapshots").iterdir())[-1] / name).state_dict()
         for key in a:
             np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-6, atol=1e-7, err_msg=f"{name}.{key}")
+
+
+@pytest.mark.slow  # inductor compiles the generator: ~20 s here
+def test_compiled_sampling_draws_the_eager_images_with_one_graph(tmp_path):
+    from lesion_models.pggan import PGGANConfig, PGGANGenerator
+    from torch._dynamo.utils import counters
+
+    from lesion_train.sampling import sample_to_folder
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    G = PGGANGenerator(PGGANConfig(resolution=16, fmap_base=64, fmap_max=16, num_classes=3))
+    for compile in (False, True):  # 5 images in batches of 2: the last one padded when compiled
+        sample_to_folder(G, tmp_path / str(compile), 5, seed=2, batch=2, compile=compile)
+    assert counters["stats"]["unique_graphs"] == 1
+    for i in range(5):
+        eager, compiled = (np.asarray(Image.open(tmp_path / str(c) / f"seed0002_{i:06d}.png")).astype(int) for c in (False, True))
+        assert np.abs(eager - compiled).max() <= 1 and eager.std() > 1  # uint8 rounding of float-equal images

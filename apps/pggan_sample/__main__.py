@@ -1,5 +1,5 @@
 """Sample a trained generator: `uv run apps/pggan_sample RUN_OR_MODEL_DIR --n 1000 --out DIR
-[--class melanoma] [--seed 0] [--interpolate]`. Deterministic per seed."""
+[--class melanoma] [--seed 0] [--interpolate] [--compile]`. Deterministic per seed."""
 
 import click
 from lesion_models import PretrainedLoadError
@@ -15,9 +15,11 @@ from lesion_train.sampling import sample_run
 @click.option("--seed", type=int, default=0, help="Image i of a seed is always the same image.")
 @click.option("--interpolate", is_flag=True, help="Also write interpolation.png, latent walks.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-def main(source, n, out, class_spec, seed, interpolate, device):
+@click.option("--compile", is_flag=True, help="torch.compile the generator (frozen weights): ~12 s once, then ~1.5x "
+                                                "img/s on a CPU at 256 px; pays from a few hundred images.")
+def main(source, n, out, class_spec, seed, interpolate, device, compile):
     try:
-        written = sample_run(source, out, n, seed, class_spec, interpolate, device)
+        written = sample_run(source, out, n, seed, class_spec, interpolate, device, compile)
     except (PretrainedLoadError, ResumeError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"model: {written['model'].resolve()}")

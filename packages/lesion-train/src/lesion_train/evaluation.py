@@ -34,7 +34,7 @@ from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
 from lesion_train.runs import JsonlLog, image_grid, list_snapshots
-from lesion_train.sampling import for_inference
+from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
 
@@ -126,18 +126,15 @@ def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: 
     num_classes = int(getattr(generator, "num_classes", 0) or 0)
     resolution = int(generator.resolution)
     G = for_inference(generator, device)
-    if compile:
-        G = torch.compile(G, dynamic=False, options={"freezing": True})
+    G = compiled_for_inference(G) if compile else G
 
     @torch.inference_mode()
     def generate(start: int) -> torch.Tensor:
         count = min(batch_size, n - start)
         g = torch.Generator().manual_seed(seed * 1_000_003 + start)
-        z = torch.randn(count, generator.z_dim, generator=g)
-        index = torch.arange(start, start + batch_size).clamp_max(n - 1)  # the last batch padded
-        labels = (index % num_classes).to(device) if num_classes else None
-        z = torch.cat([z, z[-1:].expand(batch_size - count, -1)]).to(device)
-        images = G(z, labels)[:count]
+        z = pad_batch(torch.randn(count, generator.z_dim, generator=g), batch_size)  # the last batch padded
+        labels = pad_batch(torch.arange(start, start + count) % num_classes, batch_size) if num_classes else None
+        images = G(z.to(device), None if labels is None else labels.to(device))[:count]
         return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
     def batches() -> Iterator[torch.Tensor]:

