@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw
 
 from lesion_train import distributed, runs
 from lesion_train.classifier import ClassifierTrainConfig, predict, train_classifier
+from lesion_train.sampling import for_inference
 
 BALANCE = "balance"
 
@@ -174,10 +175,10 @@ class GeneratorSource:
                 raise ValueError(f"{origin}: generator has no attribute {attribute!r}")
         if not generator.num_classes:
             raise ValueError(f"{origin}: generator is unconditional; a class-conditional one is needed")
-        self.generator, self.resolution, self.device = generator.eval().to(device), resolution, device
+        self.generator, self.resolution, self.device = for_inference(generator, device), resolution, device
         self.origin, self.batch_size = origin, batch_size
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def draw(self, counts, seed: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.repeat(np.arange(len(counts)), counts).astype(np.int64)
         gen = torch.Generator().manual_seed(seed)
