@@ -103,6 +103,17 @@ def test_generated_images_are_made_once_on_full_batches():
     assert all(torch.equal(p, again) for p in passes)
 
 
+def test_no_room_for_the_scratch_file_means_generating_per_pass(monkeypatch):
+    def full_disk(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk, raising=False)
+    G = CountingGenerator()
+    source = generator_source(G, 10, seed=0, batch_size=4, device=torch.device("cpu"))
+    first, second = (torch.cat(list(source.iterate())) for _ in range(2))
+    assert G.batch_sizes == [4] * 6 and torch.equal(first, second)
+
+
 @pytest.mark.slow  # inductor compiles the generator: ~20 s here
 def test_compiled_generator_gives_the_eager_images():
     from torch._dynamo.utils import counters

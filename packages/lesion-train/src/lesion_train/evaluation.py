@@ -141,16 +141,28 @@ def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: 
         for start in range(0, n, batch_size):
             yield generate(start)
 
-    if not materialize or n * 3 * resolution**2 > MATERIALIZE_BYTES:
+    fits = materialize and n * 3 * resolution**2 <= MATERIALIZE_BYTES
+    images = _scratch_array((n, resolution, resolution, 3)) if fits else None
+    if images is None:
         return ImageSource(name, n, batches)
-    # An anonymous file: its disk space goes back as soon as the array is dropped (next snapshot).
-    with tempfile.TemporaryFile(prefix="lesion-eval-") as file:
-        images = np.memmap(file, dtype=np.uint8, mode="w+", shape=(n, resolution, resolution, 3))
     with tqdm(total=n, desc=f"generating {name}", unit="img", disable=not progress, leave=False) as bar:
         for start, batch in zip(range(0, n, batch_size), batches()):
             images[start:start + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
             bar.update(len(batch))
     return ImageSource.from_array(images, name, batch_size)
+
+
+def _scratch_array(shape: tuple[int, ...]) -> np.ndarray | None:
+    """A uint8 array in an anonymous temporary file, whose disk space goes back as soon as the array
+    is dropped; None when the temporary directory has no room. The space is reserved up front, so a
+    full disk is found here rather than as a SIGBUS halfway through writing the mapped file."""
+    with tempfile.TemporaryFile(prefix="lesion-eval-") as file:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(file.fileno(), 0, math.prod(shape))
+            except OSError:
+                return None
+        return np.memmap(file, dtype=np.uint8, mode="w+", shape=shape)
 
 
 def load_generator(directory: Path, device: torch.device) -> torch.nn.Module:
