@@ -33,8 +33,8 @@ from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnou
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
-from lesion_train.runs import JsonlLog, image_grid, list_snapshots
-from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
+from lesion_train.runs import JsonlLog, image_grid, list_snapshots, to_uint8
+from lesion_train.sampling import compiled_for_inference, find_generator, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
 
@@ -134,8 +134,7 @@ def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: 
         g = torch.Generator().manual_seed(seed * 1_000_003 + start)
         z = pad_batch(torch.randn(count, generator.z_dim, generator=g), batch_size)  # the last batch padded
         labels = pad_batch(torch.arange(start, start + count) % num_classes, batch_size) if num_classes else None
-        images = G(z.to(device), None if labels is None else labels.to(device))[:count]
-        return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        return to_uint8(G(z.to(device), None if labels is None else labels.to(device))[:count])
 
     def batches() -> Iterator[torch.Tensor]:
         for start in range(0, n, batch_size):
@@ -221,10 +220,8 @@ def _targets(config: EvaluateConfig) -> tuple[str, list[tuple[str, int | None, o
         if not snapshots:
             raise EvaluationError(f"{path}: run directory without complete snapshots")
         return "run", [(s.name, int(s.name), s / "G_ema") for s in snapshots]
-    if (path / "config.json").is_file():
-        return "model", [(path.name, None, path)]
-    if (path / "G_ema" / "config.json").is_file():  # one snapshot directory, as pggan_train prints it
-        return "model", [(path.name, None, path / "G_ema")]
+    if (path / "config.json").is_file() or (path / "G_ema" / "config.json").is_file():  # a model or a snapshot
+        return "model", [(path.name, None, find_generator(path))]
     if path.is_dir():
         return "folder", [(path.name, None, path)]
     raise EvaluationError(f"{path}: not a folder, model directory or run directory")
