@@ -1,6 +1,7 @@
 """Fixtures shared by the cross-package tests."""
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -31,3 +32,30 @@ def load_app():
         return module
 
     return load
+
+
+REFERENCE_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "reference"
+
+
+@pytest.fixture
+def reference_fixture():
+    """Load ``tests/fixtures/reference/<name>.safetensors`` and its ``<name>.json``: tensors recorded
+    from a published implementation by the ``make_<family>.py`` script beside them, with the
+    reference's commit id and configuration."""
+    from safetensors.torch import load_file
+
+    def load(name: str) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = load_file(REFERENCE_FIXTURES / f"{name}.safetensors")
+        meta = json.loads((REFERENCE_FIXTURES / f"{name}.json").read_text())
+        return tensors, meta
+
+    return load
+
+
+def assert_parity(ours: torch.Tensor, reference: torch.Tensor, name: str, rtol: float) -> None:
+    """Agreement relative to the reference's largest magnitude: elementwise relative error is
+    meaningless for entries near zero (a gradient of 1e-12 against 3e-12)."""
+    assert ours.shape == reference.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(reference.shape)}"
+    scale = reference.abs().max().clamp_min(1e-12)
+    error = ((ours.double() - reference.double()).abs().max() / scale).item()
+    assert error <= rtol, f"{name}: max error {error:.3g} of the reference's largest value (allowed {rtol:g})"
