@@ -52,10 +52,17 @@ def reference_fixture():
     return load
 
 
-def assert_parity(ours: torch.Tensor, reference: torch.Tensor, name: str, rtol: float) -> None:
+def _assert_parity(ours: torch.Tensor, reference: torch.Tensor, name: str, rtol: float) -> None:
     """Agreement relative to the reference's largest magnitude: elementwise relative error is
     meaningless for entries near zero (a gradient of 1e-12 against 3e-12)."""
     assert ours.shape == reference.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(reference.shape)}"
     scale = reference.abs().max().clamp_min(1e-12)
     error = ((ours.double() - reference.double()).abs().max() / scale).item()
     assert error <= rtol, f"{name}: max error {error:.3g} of the reference's largest value (allowed {rtol:g})"
+
+
+@pytest.fixture
+def assert_parity():
+    """``assert_parity(ours, reference, name, rtol)``; a fixture because conftest is not importable
+    under ``--import-mode=importlib``."""
+    return _assert_parity
