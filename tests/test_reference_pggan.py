@@ -2,8 +2,8 @@
 
 ``fixtures/reference/pggan.*`` (written by ``make_pggan.py`` there) holds the zoo's outputs, losses
 and gradients after one training step at 16 px, stable and at two fades, with its weights in our
-layout. Three of the zoo's conventions differ from the official TF code we follow and are undone
-here: its fade alpha weights the lower-resolution path (ours ``1 - alpha``), its penalty mixes
+layout. Three of the zoo's conventions differ from the official TF code we follow and the test
+undoes them: its fade alpha weights the lower-resolution path (ours ``1 - alpha``), its penalty mixes
 ``a * real + (1 - a) * fake`` (ours ``lerp(real, fake, u)``, ``u = 1 - a``), and its losses sum over
 the batch where ours average (ours times the batch size). Its equalized-LR and minibatch-stddev
 conventions are folded into the weight mapping by the script. Both sides compute in float64.

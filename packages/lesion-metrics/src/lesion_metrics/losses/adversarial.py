@@ -111,7 +111,7 @@ def wgan_gp_d_loss(
     grad_scale: float = 1.0,
     mix: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The official ``D_wgangp_acgan``. ``fakes`` are detached here (G gets no gradient); ``mix``
+    """The official ``D_wgangp_acgan``. ``fakes`` are detached (G gets no gradient); ``mix``
     (N,) fixes the penalty's blend weights (see ``gradient_penalty``)."""
     fakes = fakes.detach()
     real_scores, real_logits = critic(reals)
