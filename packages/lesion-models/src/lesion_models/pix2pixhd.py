@@ -263,6 +263,7 @@ class DiscriminatorConfig:
     norm: str = "instance"
     spectral: bool = False  # SPADE: spectral norm on the normalised middle convs
     padding: int = 2  # pix2pixHD/SPADE pad 4x4 convs by 2, pix2pix by 1 (exactly 70x70 receptive field)
+    max_width: int = 512  # pix2pixHD/SPADE cap every width at 512, pix2pix at 8 * ndf
 
 
 class PatchDiscriminator(nn.Module):
@@ -271,7 +272,7 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, c: DiscriminatorConfig):
         super().__init__()
-        widths = [c.ndf * 2 ** min(i, 3) for i in range(c.n_layers + 1)]  # capped at 8 * ndf = 512
+        widths = [min(c.ndf * 2**i, c.max_width) for i in range(c.n_layers + 1)]
         blocks = [nn.Sequential(nn.Conv2d(c.input_nc, widths[0], 4, 2, c.padding), nn.LeakyReLU(0.2, True))]
         for i in range(1, c.n_layers + 1):
             stride = 2 if i < c.n_layers else 1

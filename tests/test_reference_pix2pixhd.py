@@ -1,0 +1,100 @@
+"""pix2pixHD parity: on NVIDIA/pix2pixHD's weights, our networks, our label input and our trainer's
+losses and gradients give the reference's numbers (fixture written by
+``tests/fixtures/reference/make_pix2pixhd.py``; a global and a local-enhancer + feature-encoder case)."""
+
+import pytest
+import torch
+
+from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
+from lesion_train import mask2image
+from lesion_train.distributed import DistEnv
+
+CASES = ("global", "local")
+ZERO_GRADIENT = 1e-5  # of the network's largest gradient
+
+
+@pytest.fixture
+def load_case(reference_fixture, one_thread):
+    tensors, meta = reference_fixture("pix2pixhd")
+
+    def load(case: str):
+        t = {k[len(case) + 1 :]: v for k, v in tensors.items() if k.startswith(case + ".")}
+        config = meta["cases"][case]["ours"]
+        G = Pix2PixHDGenerator(Pix2PixHDConfig(**config["generator"]))
+        D = MultiscaleDiscriminator(DiscriminatorConfig(**config["discriminator"]))
+        G.load_state_dict({**G.state_dict(), **{k[2:]: v for k, v in t.items() if k.startswith("G.")}}, strict=True)
+        D.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("D.")}, strict=True)
+        return t, G, D, meta
+
+    return load
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_label_input_is_the_reference_one_hot_and_instance_edges(load_case, case, assert_parity):
+    t, _, _, meta = load_case(case)
+    ours = mask2image.label_input(t["masks"], t["labels"], meta["num_classes"])
+    assert_parity(ours, t["reference.label_input"], "label input", 0.0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_generator_and_feature_encoder_outputs(load_case, case, assert_parity):
+    t, G, _, meta = load_case(case)
+    tol = meta["tolerances"]["outputs"]
+    x = t["reference.label_input"]
+    with torch.no_grad():
+        assert_parity(G(x, image=t["images"]), t["reference.fake"], "generator output", tol)
+        if G.config.feat_num:
+            encoded = G.encoder(t["images"], x[:, : G.config.label_nc])
+            assert_parity(encoded, t["reference.encoder"], "instance-averaged encoder output", tol)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_discriminator_features_at_every_layer_and_scale(load_case, case, assert_parity):
+    t, _, D, meta = load_case(case)
+    tol = meta["tolerances"]["outputs"]
+    for name, image in (("real", t["images"]), ("fake", t["reference.fake"])):
+        with torch.no_grad():
+            outputs = D(torch.cat([t["reference.label_input"], image], 1))
+        assert len(outputs) == D.config.num_D
+        for s, features in enumerate(outputs):
+            assert len(features) == D.config.n_layers + 2
+            for j, feature in enumerate(features):
+                assert_parity(feature, t[f"reference.D.{name}.{s}.{j}"], f"D({name}) scale {s} layer {j}", tol)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_trainer_losses_and_gradients_after_one_step(load_case, case, assert_parity, monkeypatch):
+    """The trainer's step on the reference's networks: its LSGAN and feature-matching terms equal
+    pix2pixHD's, and the gradients it leaves are those of pix2pixHD's ``loss_G.backward()`` (G and
+    the encoder) and ``loss_D.backward()`` (D, half the sum of the real and fake terms)."""
+    t, G, D, meta = load_case(case)
+    monkeypatch.setattr(mask2image, "build_networks", lambda config, num_classes: (G, D))
+    config = mask2image.Mask2ImageConfig(arch="pix2pixhd", resolution=meta["size"])
+    trainer = mask2image.Mask2ImageTrainer(config, meta["num_classes"], DistEnv())
+    terms = trainer.step({"images": t["images"], "masks": t["masks"], "labels": t["labels"]})
+    tol = meta["tolerances"]
+    for ours, reference in (("G_gan", "G_GAN"), ("G_feat", "G_GAN_Feat"), ("D_real", "D_real"), ("D_fake", "D_fake")):
+        assert_parity(terms[ours], t[f"reference.loss.{reference}"], ours, tol["losses"])
+    for prefix, net in (("G", G), ("D", D)):
+        reference = {k[len(f"reference.grad.{prefix}.") :]: v for k, v in t.items()
+                     if k.startswith(f"reference.grad.{prefix}.")}
+        assert sorted(name for name, _ in net.named_parameters()) == sorted(reference)
+        # A conv bias in front of an instance norm has gradient exactly zero; both sides hold only
+        # rounding noise there, which is compared against the network's largest gradient instead.
+        zero = ZERO_GRADIENT * max(g.abs().max() for g in reference.values())
+        for name, param in net.named_parameters():
+            if reference[name].abs().max() < zero:
+                assert param.grad.abs().max() < zero, f"grad {prefix}.{name} is not zero as the reference's"
+            else:
+                assert_parity(param.grad, reference[name], f"grad {prefix}.{name}", tol["gradients"])
+
+
+def test_fusion_adds_only_its_own_layers_to_the_reference_generator(load_case):
+    """Ours (seed B's fusion) with the fusion off is the reference generator; on, it adds only the
+    ``global_net.fuse`` layers."""
+    t, G, _, _ = load_case("global")
+    fused = Pix2PixHDGenerator(Pix2PixHDConfig(**{**vars(G.config), "fusion": True}))
+    reference = {k[2:]: v for k, v in t.items() if k.startswith("G.")}
+    result = fused.load_state_dict(reference, strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(k.startswith("global_net.fuse.") for k in result.missing_keys)
