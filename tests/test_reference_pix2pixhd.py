@@ -98,3 +98,20 @@ def test_fusion_adds_only_its_own_layers_to_the_reference_generator(load_case):
     result = fused.load_state_dict(reference, strict=False)
     assert not result.unexpected_keys
     assert result.missing_keys and all(k.startswith("global_net.fuse.") for k in result.missing_keys)
+
+
+def test_initialisation_follows_each_reference(one_thread):
+    """pix2pixHD's ``weights_init`` draws conv weights from N(0, 0.02) and leaves conv biases at
+    PyTorch's default (uniform within 1/sqrt(fan_in)); pix2pix and SPADE zero them."""
+    from lesion_models.pix2pix import patchgan70_config
+    from lesion_models.spade import spade_discriminator_config
+
+    torch.manual_seed(0)
+    G = Pix2PixHDGenerator(Pix2PixHDConfig(ngf=8, n_downsampling=2, n_blocks=1))
+    D = MultiscaleDiscriminator(DiscriminatorConfig(ndf=8))
+    for conv in (G.global_net.blocks[0].body[1], G.to_rgb[1], D.scales[0].blocks[0][0], D.scales[1].blocks[1][0]):
+        bound = 1 / (conv.weight[0].numel() ** 0.5)
+        assert 0.015 < conv.weight.std() < 0.025
+        assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 4
+    for config in (patchgan70_config(8, ndf=8), spade_discriminator_config(8, ndf=8)):
+        assert all(not block[0].bias.any() for block in MultiscaleDiscriminator(config).scales[0].blocks)
