@@ -2,6 +2,8 @@
 losses and gradients give the reference's numbers (fixture written by
 ``tests/fixtures/reference/make_pix2pixhd.py``; a global and a local-enhancer + feature-encoder case)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator
 from lesion_train import mask2image
 from lesion_train.distributed import DistEnv
 
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference"
 CASES = ("global", "local")
 ZERO = 1e-4  # of the network's largest gradient: "zero" for a gradient that is exactly zero
 FLOOR = 1e-2  # of the network's largest gradient: the least scale a gradient is compared against
@@ -132,3 +135,24 @@ def test_initialisation_follows_each_reference(one_thread):
         assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 4
     for config in (patchgan70_config(8, ndf=8), spade_discriminator_config(8, ndf=8)):
         assert all(not block[0].bias.any() for block in MultiscaleDiscriminator(config).scales[0].blocks)
+
+
+def test_vgg_perceptual_loss_on_shared_random_weights(reference_fixture, one_thread, tmp_path, assert_parity):
+    """pix2pixHD's ``VGGLoss`` (relu1_1..relu5_1, weights 1/32..1, L1 to detached targets) on random
+    VGG19 weights that the fixture script and this test draw from one seed."""
+    import importlib.util
+
+    from lesion_metrics.losses.translation import VGGPerceptualLoss, _vgg19_features
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location("make_pix2pixhd", REFERENCE / "make_pix2pixhd.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    shapes = {f"features.{k}": v.shape for k, v in _vgg19_features().state_dict().items()}
+    save_file(make.vgg19_weights(shapes), tmp_path / "vgg19.safetensors")
+    t, meta = reference_fixture("pix2pixhd")
+    fake = t["global.reference.fake"].clone().requires_grad_(True)
+    loss = VGGPerceptualLoss(tmp_path / "vgg19.safetensors")(fake, t["global.images"])
+    loss.backward()
+    assert_parity(loss, t["vgg.loss"], "VGG loss", meta["tolerances"]["losses"])
+    assert_parity(fake.grad, t["vgg.grad_fake"], "VGG loss gradient in the fake", meta["tolerances"]["gradients"])
