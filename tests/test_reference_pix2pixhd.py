@@ -94,7 +94,7 @@ def test_trainer_losses_and_gradients_after_one_step(load_case, case, assert_par
             # of the largest) carries rounding error of the network's scale, not of its own.
             scale = max(reference[name].abs().max(), FLOOR * largest)
             error = ((param.grad.double() - reference[name].double()).abs().max() / scale).item()
-            assert error <= tol["gradients"], f"grad {prefix}.{name}: max error {error:.3g} (allowed {tol['gradients']:g})"
+            assert error <= tol["gradients"], f"grad {prefix}.{name}: max error {error:.3g} (allowed {tol['gradients']})"
 
 
 def biases_before_instance_norm(net: torch.nn.Module) -> set[str]:
