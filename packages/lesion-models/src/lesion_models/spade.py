@@ -117,4 +117,5 @@ class SPADEGenerator(nn.Module, Pretrained):
 def spade_discriminator_config(input_nc: int, ndf: int = 64) -> DiscriminatorConfig:
     """SPADE's discriminator: 2 scales, spectral instance norm. SPADE counts n_layers_D = 4 for
     the same five convs that pix2pixHD calls n_layers = 3 (it counts the stride-1 conv)."""
-    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=2, norm="instance", spectral=True)
+    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=2, norm="instance", spectral=True,
+                               zero_bias=True)
