@@ -98,5 +98,7 @@ class UNetGenerator(nn.Module, Pretrained):
 
 
 def patchgan70_config(input_nc: int, ndf: int = 64) -> DiscriminatorConfig:
-    """pix2pix's 70x70 PatchGAN: one scale, n_layers 3, batch norm, padding 1."""
-    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=1, norm="batch", padding=1)
+    """pix2pix's 70x70 PatchGAN: one scale, n_layers 3, batch norm, padding 1, no bias in the convs
+    in front of batch norm."""
+    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=1, norm="batch", padding=1,
+                               conv_bias=False)

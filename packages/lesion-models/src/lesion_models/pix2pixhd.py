@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lesion_models.hub import Pretrained, register
+from lesion_models.spectral import spectral_norm
 
 
 def check_divisible(x: torch.Tensor, stride: int, model: str) -> None:
@@ -263,6 +264,7 @@ class DiscriminatorConfig:
     norm: str = "instance"
     spectral: bool = False  # SPADE: spectral norm on the normalised middle convs
     padding: int = 2  # pix2pixHD/SPADE pad 4x4 convs by 2, pix2pix by 1 (exactly 70x70 receptive field)
+    conv_bias: bool = True  # bias in the normalised convs: pix2pixHD keeps it, pix2pix (batch) and SPADE drop it
 
 
 class PatchDiscriminator(nn.Module):
@@ -275,9 +277,9 @@ class PatchDiscriminator(nn.Module):
         blocks = [nn.Sequential(nn.Conv2d(c.input_nc, widths[0], 4, 2, c.padding), nn.LeakyReLU(0.2, True))]
         for i in range(1, c.n_layers + 1):
             stride = 2 if i < c.n_layers else 1
-            conv = nn.Conv2d(widths[i - 1], widths[i], 4, stride, c.padding)
+            conv = nn.Conv2d(widths[i - 1], widths[i], 4, stride, c.padding, bias=c.conv_bias)
             if c.spectral:
-                conv = nn.utils.parametrizations.spectral_norm(conv)
+                conv = spectral_norm(conv)
             blocks.append(nn.Sequential(conv, norm_layer(c.norm, widths[i]), nn.LeakyReLU(0.2, True)))
         blocks.append(nn.Sequential(nn.Conv2d(widths[-1], 1, 4, 1, c.padding)))
         self.blocks = nn.ModuleList(blocks)

@@ -16,10 +16,10 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from lesion_models.hub import Pretrained, register
 from lesion_models.pix2pixhd import DiscriminatorConfig, check_divisible
+from lesion_models.spectral import spectral_norm
 
 
 @dataclasses.dataclass
@@ -115,6 +115,8 @@ class SPADEGenerator(nn.Module, Pretrained):
 
 
 def spade_discriminator_config(input_nc: int, ndf: int = 64) -> DiscriminatorConfig:
-    """SPADE's discriminator: 2 scales, spectral instance norm. SPADE counts n_layers_D = 4 for
-    the same five convs that pix2pixHD calls n_layers = 3 (it counts the stride-1 conv)."""
-    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=2, norm="instance", spectral=True)
+    """SPADE's discriminator: 2 scales, spectral instance norm, no bias in the normalised convs
+    (SPADE removes it). SPADE counts n_layers_D = 4 for the same five convs that pix2pixHD calls
+    n_layers = 3 (it counts the stride-1 conv)."""
+    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=2, norm="instance", spectral=True,
+                               conv_bias=False)
