@@ -1,0 +1,80 @@
+"""SPADE generator, discriminator, hinge loss and feature matching against NVlabs/SPADE.
+
+The fixture (``tests/fixtures/reference/make_spade.py``) holds the reference's weights in our
+layout, including the spectral-norm power-iteration vectors ``u``/``v`` and the batch-norm
+statistics, and what the reference computed from them in one generator step and one discriminator
+step of its ``Pix2PixModel``. Both networks run in training mode, so every forward does one
+power iteration and batch norm uses batch statistics; the calls below follow the reference's order
+(G; D on fake and real in one batch; G again without gradients; D again), so the power iterations
+start from the same vectors.
+"""
+
+import torch
+from lesion_metrics.losses import translation as losses
+from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator
+from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig
+from lesion_train.mask2image import ARCH_DEFAULTS
+
+OUTPUT_RTOL, GRAD_RTOL = 1e-5, 1e-4
+
+
+def _state(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _discriminate(D, seg, fake, real):
+    """SPADE's ``discriminate``: fake and real in one batch, split per feature."""
+    out = D(torch.cat([torch.cat([seg, fake], 1), torch.cat([seg, real], 1)], 0))
+    n = seg.shape[0]
+    return [[f[:n] for f in scale] for scale in out], [[f[n:] for f in scale] for scale in out], out
+
+
+def run_ours(tensors: dict, meta: dict) -> dict[str, torch.Tensor]:
+    """Our networks and losses through the reference's generator step and discriminator step,
+    keyed as the fixture stores the reference's results."""
+    G = SPADEGenerator(SPADEGeneratorConfig(**meta["ours"]["G"]))
+    D = MultiscaleDiscriminator(DiscriminatorConfig(**meta["ours"]["D"]))
+    G.load_state_dict(_state(tensors, "G.")), D.load_state_dict(_state(tensors, "D."))
+    G.train(), D.train()
+    arch = ARCH_DEFAULTS["spade"]
+    seg, real = tensors["input.semantics"], tensors["input.image"]
+    out = {}
+
+    fake = G(seg)
+    pred_fake, pred_real, both = _discriminate(D, seg, fake, real)
+    g_gan = losses.gan_loss(pred_fake, True, arch.gan_mode, for_discriminator=False, scales=arch.scales)
+    g_feat = losses.feature_matching_loss(pred_fake, pred_real, arch.lambda_feat, arch.layer_weight)
+    (g_gan + g_feat).backward()
+    out.update({"out.fake": fake.detach(), "loss.G_GAN": g_gan.detach(), "loss.G_feat": g_feat.detach()})
+    out.update({f"out.D_g.{s}.{i}": f.detach() for s, scale in enumerate(both) for i, f in enumerate(scale)})
+    out.update({f"grad.G.{k}": p.grad for k, p in G.named_parameters()})
+
+    D.zero_grad()
+    with torch.no_grad():
+        fake_d = G(seg)
+    pred_fake, pred_real, both = _discriminate(D, seg, fake_d, real)
+    d_fake = losses.gan_loss(pred_fake, False, arch.gan_mode, scales=arch.scales)
+    d_real = losses.gan_loss(pred_real, True, arch.gan_mode, scales=arch.scales)
+    (arch.d_loss_scale * (d_fake + d_real)).backward()
+    out.update({"loss.D_fake": d_fake.detach(), "loss.D_real": d_real.detach()})
+    out.update({f"out.D_d.{s}": scale[-1].detach() for s, scale in enumerate(both)})
+    out.update({f"grad.D.{k}": p.grad for k, p in D.named_parameters()})
+    # Power-iteration vectors and batch-norm statistics after the two steps.
+    out.update({f"after.G.{k}": v for k, v in G.state_dict().items() if k in meta["buffers"]["G"]})
+    out.update({f"after.D.{k}": v for k, v in D.state_dict().items() if k in meta["buffers"]["D"]})
+    return out
+
+
+def test_spade_matches_reference(reference_fixture, assert_parity, one_thread):
+    tensors, meta = reference_fixture("spade")
+    ours = run_ours(tensors, meta)
+    expected = {k: v for k, v in tensors.items() if k.split(".")[0] in ("out", "loss", "grad", "after")}
+    assert sorted(ours) == sorted(expected), "our parameters and outputs do not pair with the reference's"
+    for name, reference in expected.items():
+        assert_parity(ours[name], reference, name, GRAD_RTOL if name.startswith("grad.") else OUTPUT_RTOL)
+
+
+def test_spade_defaults_match_reference(reference_fixture):
+    """The fixture narrows SPADE's hard-coded 128-channel modulation MLP; our default keeps 128."""
+    _, meta = reference_fixture("spade")
+    assert SPADEGeneratorConfig().hidden == meta["reference"]["spade_hidden"]
