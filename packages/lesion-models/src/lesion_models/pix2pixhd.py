@@ -48,16 +48,23 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r} (instance, batch, none)")
 
 
-def init_normal(module: nn.Module, std: float = 0.02) -> None:
-    """pix2pixHD/pix2pix init: conv weights N(0, 0.02), norm scales N(1, 0.02), biases 0."""
+def init_weights(module: nn.Module, kind: str = "normal", gain: float = 0.02) -> None:
+    """pix2pixHD/pix2pix/SPADE init: conv weights N(0, gain) (``normal``) or xavier normal with
+    ``gain`` (``xavier``, SPADE), the unnormalised weight of spectrally normalised convs included;
+    norm scales N(1, gain); biases 0."""
+    if kind not in ("normal", "xavier"):
+        raise ValueError(f"unknown init {kind!r} (normal, xavier)")
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.normal_(weight, 0.0, std)
+            if kind == "normal":
+                nn.init.normal_(weight, 0.0, gain)
+            else:
+                nn.init.xavier_normal_(weight, gain=gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, std)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
 
 
@@ -200,7 +207,7 @@ class Pix2PixHDGenerator(nn.Module, Pretrained):
             self.encoder = FeatureEncoder(c.feat_num, c.feat_ngf, 4, c.norm)
             self.register_buffer("feature_bank", torch.zeros(c.label_nc, c.feature_bank_size, c.feat_num))
             self.register_buffer("bank_count", torch.zeros(c.label_nc, dtype=torch.long))
-        init_normal(self)
+        init_weights(self)
 
     @property
     def stride(self) -> int:
@@ -265,6 +272,7 @@ class DiscriminatorConfig:
     spectral: bool = False  # SPADE: spectral norm on the normalised middle convs
     padding: int = 2  # pix2pixHD/SPADE pad 4x4 convs by 2, pix2pix by 1 (exactly 70x70 receptive field)
     conv_bias: bool = True  # bias in the normalised convs: pix2pixHD keeps it, pix2pix (batch) and SPADE drop it
+    init: str = "normal"  # conv weights N(0, 0.02) (pix2pixHD, pix2pix) or "xavier" normal, gain 0.02 (SPADE)
 
 
 class PatchDiscriminator(nn.Module):
@@ -300,7 +308,7 @@ class MultiscaleDiscriminator(nn.Module, Pretrained):
         super().__init__()
         self.config = config
         self.scales = nn.ModuleList(PatchDiscriminator(config) for _ in range(config.num_D))
-        init_normal(self)
+        init_weights(self, config.init)
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         """Per scale (finest first), the list of intermediate features ending with the logits."""
