@@ -12,7 +12,7 @@ start from the same vectors.
 import torch
 from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator
-from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig
+from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 from lesion_train.mask2image import ARCH_DEFAULTS
 
 OUTPUT_RTOL, GRAD_RTOL = 1e-5, 1e-4
@@ -78,3 +78,15 @@ def test_spade_defaults_match_reference(reference_fixture):
     """The fixture narrows SPADE's hard-coded 128-channel modulation MLP; our default keeps 128."""
     _, meta = reference_fixture("spade")
     assert SPADEGeneratorConfig().hidden == meta["reference"]["spade_hidden"]
+
+
+def test_spade_init_matches_reference(reference_fixture, one_thread):
+    """Weights are transplanted above; here our own initialisation must have the spread of SPADE's
+    (xavier normal, gain 0.02, for G and D) at the recorded widths."""
+    _, meta = reference_fixture("spade")
+    torch.manual_seed(0)
+    G = SPADEGenerator(SPADEGeneratorConfig(**{**meta["ours"]["G"], "hidden": 128, **meta["init"]["G"]}))
+    D = MultiscaleDiscriminator(spade_discriminator_config(meta["ours"]["D"]["input_nc"], **meta["init"]["D"]))
+    ours = {f"G.{k}": v for k, v in G.state_dict().items()} | {f"D.{k}": v for k, v in D.state_dict().items()}
+    for name, std in meta["init"]["std"].items():
+        assert 0.85 < ours[name].std().item() / std < 1.15, f"{name}: std {ours[name].std():.3g}, SPADE's {std:.3g}"
