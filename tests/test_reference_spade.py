@@ -16,6 +16,7 @@ from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_disc
 from lesion_train.mask2image import ARCH_DEFAULTS
 
 OUTPUT_RTOL, GRAD_RTOL = 1e-5, 1e-4
+KINDS = ("out", "loss", "grad", "after")
 
 
 def _state(tensors: dict, prefix: str) -> dict:
@@ -37,7 +38,7 @@ def run_ours(tensors: dict, meta: dict) -> dict[str, torch.Tensor]:
     G.load_state_dict(_state(tensors, "G.")), D.load_state_dict(_state(tensors, "D."))
     G.train(), D.train()
     arch = ARCH_DEFAULTS["spade"]
-    seg, real = tensors["input.semantics"], tensors["input.image"]
+    seg, real = tensors["input.semantics"].float(), tensors["input.image"]
     out = {}
 
     fake = G(seg)
@@ -65,13 +66,17 @@ def run_ours(tensors: dict, meta: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def expected(tensors: dict) -> dict[str, torch.Tensor]:
+    """The reference's results, outputs first so that a failure names the earliest divergence."""
+    return {k: v for kind in KINDS for k, v in tensors.items() if k.split(".")[0] == kind}
+
+
 def test_spade_matches_reference(reference_fixture, assert_parity, one_thread):
     tensors, meta = reference_fixture("spade")
-    ours = run_ours(tensors, meta)
-    expected = {k: v for k, v in tensors.items() if k.split(".")[0] in ("out", "loss", "grad", "after")}
-    assert sorted(ours) == sorted(expected), "our parameters and outputs do not pair with the reference's"
-    for name, reference in expected.items():
-        assert_parity(ours[name], reference, name, GRAD_RTOL if name.startswith("grad.") else OUTPUT_RTOL)
+    ours, reference = run_ours(tensors, meta), expected(tensors)
+    assert sorted(ours) == sorted(reference), "our parameters and outputs do not pair with the reference's"
+    for name, value in reference.items():
+        assert_parity(ours[name], value, name, GRAD_RTOL if name.startswith("grad.") else OUTPUT_RTOL)
 
 
 def test_spade_defaults_match_reference(reference_fixture):
