@@ -11,9 +11,7 @@ identity, so that the comparison needs no random numbers.
 
 import torch
 from lesion_metrics.losses import translation as losses
-from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig
-from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator
-from lesion_train.mask2image import ARCH_DEFAULTS
+from lesion_train.mask2image import ARCH_DEFAULTS, Mask2ImageConfig, build_networks
 from torch import nn
 
 OUTPUT_RTOL, GRAD_RTOL = 1e-5, 1e-4
@@ -24,10 +22,10 @@ def _state(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def build(tensors: dict, meta: dict) -> tuple[UNetGenerator, MultiscaleDiscriminator]:
-    """Our networks with the fixture's weights; training mode with dropout off."""
-    G = UNetGenerator(UNetGeneratorConfig(**meta["ours"]["G"]))
-    D = MultiscaleDiscriminator(DiscriminatorConfig(**meta["ours"]["D"]))
+def build(tensors: dict, meta: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Our networks as the trainer builds them for ``--arch pix2pix`` at the fixture's widths, with
+    the fixture's weights; training mode with dropout off."""
+    G, D = build_networks(Mask2ImageConfig(**meta["ours"]["trainer"]), meta["ours"]["num_classes"])
     G.load_state_dict(_state(tensors, "G.")), D.load_state_dict(_state(tensors, "D."))
     G.train(), D.train()
     for m in G.modules():

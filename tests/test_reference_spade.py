@@ -11,7 +11,7 @@ start from the same vectors.
 
 import torch
 from lesion_metrics.losses import translation as losses
-from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator
+from lesion_models.pix2pixhd import MultiscaleDiscriminator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 from lesion_train.mask2image import ARCH_DEFAULTS
 
@@ -21,6 +21,12 @@ KINDS = ("out", "loss", "grad", "after")
 
 def _state(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def build(g: dict, d: dict) -> tuple[SPADEGenerator, MultiscaleDiscriminator]:
+    """Our SPADE networks through the factories the trainer uses, at the given widths."""
+    G = SPADEGenerator(SPADEGeneratorConfig(label_nc=g["label_nc"], nf=g["nf"], hidden=g["hidden"]))
+    return G, MultiscaleDiscriminator(spade_discriminator_config(d["input_nc"], ndf=d["ndf"]))
 
 
 def _discriminate(D, seg, fake, real):
@@ -33,8 +39,7 @@ def _discriminate(D, seg, fake, real):
 def run_ours(tensors: dict, meta: dict) -> dict[str, torch.Tensor]:
     """Our networks and losses through the reference's generator step and discriminator step,
     keyed as the fixture stores the reference's results."""
-    G = SPADEGenerator(SPADEGeneratorConfig(**meta["ours"]["G"]))
-    D = MultiscaleDiscriminator(DiscriminatorConfig(**meta["ours"]["D"]))
+    G, D = build(meta["ours"]["G"], meta["ours"]["D"])
     G.load_state_dict(_state(tensors, "G.")), D.load_state_dict(_state(tensors, "D."))
     G.train(), D.train()
     arch = ARCH_DEFAULTS["spade"]
@@ -90,8 +95,7 @@ def test_spade_init_matches_reference(reference_fixture, one_thread):
     (xavier normal, gain 0.02, for G and D) at the recorded widths."""
     _, meta = reference_fixture("spade")
     torch.manual_seed(0)
-    G = SPADEGenerator(SPADEGeneratorConfig(**{**meta["ours"]["G"], "hidden": 128, **meta["init"]["G"]}))
-    D = MultiscaleDiscriminator(spade_discriminator_config(meta["ours"]["D"]["input_nc"], **meta["init"]["D"]))
+    G, D = build({**meta["ours"]["G"], "hidden": 128, **meta["init"]["G"]}, {**meta["ours"]["D"], **meta["init"]["D"]})
     ours = {f"G.{k}": v for k, v in G.state_dict().items()} | {f"D.{k}": v for k, v in D.state_dict().items()}
     for name, std in meta["init"]["std"].items():
         assert 0.85 < ours[name].std().item() / std < 1.15, f"{name}: std {ours[name].std():.3g}, SPADE's {std:.3g}"
