@@ -134,7 +134,9 @@ def test_initialisation_follows_each_reference(one_thread):
         assert 0.015 < conv.weight.std() < 0.025
         assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 4
     for config in (patchgan70_config(8, ndf=8), spade_discriminator_config(8, ndf=8)):
-        assert all(not block[0].bias.any() for block in MultiscaleDiscriminator(config).scales[0].blocks)
+        biases = [block[0].bias for block in MultiscaleDiscriminator(config).scales[0].blocks]
+        assert all(bias is None or not bias.any() for bias in biases)
+        assert biases[0] is not None  # the first conv has no norm after it and keeps its bias
 
 
 def test_vgg_perceptual_loss_on_shared_random_weights(reference_fixture, one_thread, tmp_path, assert_parity):
