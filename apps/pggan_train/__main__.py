@@ -13,7 +13,7 @@ OPTIONS = cli.ConfigOptions(
     *dict.fromkeys(entry.config for entry in ARCHITECTURES.values()),
     exclude=("arch", "preset", "resume"), types={"loss": pggan.LOSSES, "data": click.Path(exists=True)},
     defaults_from=[entry.preset(name, {}) for entry in ARCHITECTURES.values() for name in pggan.PRESETS],
-    varying="from --arch/--preset",
+    varying="from --preset",
 )
 
 
@@ -31,7 +31,10 @@ def main(arch, preset, resume, dry_run, options):
     try:
         arch = baselines.run_arch(resume) if resume else arch
         entry = ARCHITECTURES[arch]
-        given = options.overrides(entry.config, f"--arch {arch}")
+        for name in options.unused(entry.config):
+            owners = [other.upper() for other, e in ARCHITECTURES.items() if e.config in options.specs[name].paths]
+            raise click.UsageError(f"--{name} is a {'/'.join(owners)} option; --arch {arch} does not use it")
+        given = options.overrides(entry.config)
         if resume:
             config = entry.apply_overrides(entry.load_run_config(resume), {**given, "loop.resume": resume})
         else:

@@ -141,9 +141,12 @@ def print_config(config) -> None:
     """A configuration (or a mapping of them) as ``training_options.json`` would hold it, on stdout."""
     from lesion_train.runs import to_jsonable  # torch: only when a command runs
 
-    if isinstance(config, Mapping):
-        config = {key: to_jsonable(value) for key, value in config.items()}
-    click.echo(json.dumps(to_jsonable(config), indent=2))
+    def plain(value):
+        if isinstance(value, Mapping):
+            return {key: plain(item) for key, item in value.items()}
+        return to_jsonable(value) if dataclasses.is_dataclass(value) else value
+
+    click.echo(json.dumps(to_jsonable(plain(config)), indent=2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,16 +297,16 @@ class Options:
         self.specs, self.values = specs, dict(values)
         self.given = {name: self.values[name] for name in given}  # only those on the command line
 
+    def unused(self, cls: type) -> list[str]:
+        """The given options ``cls`` has no field for."""
+        return [name for name in self.given if cls not in self.specs[name].paths]
+
     def overrides(self, cls: type, what: str | None = None) -> dict[str, object]:
         """The given options as ``{dotted field: value}`` of ``cls``; an option that ``cls`` has no
         field for is a usage error naming ``what``."""
-        out = {}
-        for name, value in self.given.items():
-            paths = self.specs[name].paths.get(cls)
-            if not paths:
-                raise click.UsageError(f"--{name} does not apply to {what or cls.__name__}")
-            out.update(dict.fromkeys(paths, value))
-        return out
+        for name in self.unused(cls):
+            raise click.UsageError(f"--{name} does not apply to {what or cls.__name__}")
+        return {path: value for name, value in self.given.items() for path in self.specs[name].paths[cls]}
 
     def build(self, cls: type, base=None, **fields):
         """``base`` (default ``cls(**fields)``) with the given options applied."""
