@@ -3,8 +3,8 @@
     uv run apps/segmenter_train                                  # 64 px phantoms, ~2 minutes on CPU
     uv run apps/segmenter_train --data STORE --resolution 256 --holdout-data HELD_OUT_STORE --out runs/segmenter
 
-Writes OUT/config.json + OUT/model.safetensors and OUT/report.json (its own Dice/IoU on held-out
-real images: the ceiling for mask consistency). Use it with
+Writes OUT/config.json + OUT/model.safetensors, OUT/report.json (its own Dice/IoU on held-out
+real images: the ceiling for mask consistency) and OUT/log.jsonl. Use it with
 `apps/mask2image_synthesize ... --segmenter OUT`.
 """
 
