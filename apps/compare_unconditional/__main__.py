@@ -4,6 +4,7 @@ Writes OUT/table.md, OUT/results.json and OUT/comparison.png (reals + one grid p
 the training runs go to OUT/runs/ and are reused by a re-run. See docs/baselines.md."""
 
 import json
+from pathlib import Path
 
 import click
 from lesion_data.store import StoreError
@@ -53,7 +54,7 @@ def main(settings, quiet, dry_run, options):
     except (StoreError, ResumeError, NonFiniteLossError, EvaluationError, NotEnoughImages, MetricUnavailable,
             WeightsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(open(document["table"]).read())
+    click.echo(Path(document["table"]).read_text())
     click.echo(f"table: {document['table']}")
     click.echo(f"figure: {document['figure']}")
 

@@ -1,6 +1,7 @@
 import json
 import sys
 import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from lesion_train.segmenter import SegmenterTrainConfig, train_segmenter
 class FakeWriter:
     """Records what a ``torch.utils.tensorboard.SummaryWriter`` would be asked to write."""
 
-    instances: list = []
+    instances: ClassVar[list] = []
 
     def __init__(self, log_dir):
         self.log_dir, self.scalars, self.images, self.closed = log_dir, {}, [], False

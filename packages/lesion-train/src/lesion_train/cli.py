@@ -419,6 +419,6 @@ def architectures() -> dict[str, Architecture]:
     return registry
 
 
-__all__ = ["CONTEXT_SETTINGS", "NAMES", "DEPRECATED", "Name", "Command", "Group", "command", "group",
-           "dry_run_option", "print_config", "field_comments", "CommaList", "ConfigOptions", "Options", "Spec",
-           "replace", "Architecture", "architectures"]
+__all__ = ["Architecture", "CONTEXT_SETTINGS", "CommaList", "Command", "ConfigOptions", "DEPRECATED",
+           "Group", "NAMES", "Name", "Options", "Spec", "architectures", "command", "dry_run_option",
+           "field_comments", "group", "print_config", "replace"]
