@@ -180,7 +180,7 @@ def compare(config: CompareConfig) -> dict:
         snapshot = runs.latest_snapshot(run)
         G = load_generator(snapshot / "G_ema", device)
         if int(G.resolution) != config.resolution:
-            raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --budget-kimg")
+            raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
         records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,
                                           n=config.n, seed=config.seed, device=config.device, progress=config.progress))
         results, notes = {}, []
