@@ -142,3 +142,13 @@ def test_every_architecture_builds_its_presets():
         for preset in ("cpu", "gpu"):
             config = entry.preset(preset, {"loop.total_kimg": 1.0})
             assert isinstance(config, entry.config) and config.loop.total_kimg == 1.0, arch
+
+
+def test_a_field_comment_wins_over_the_table_meaning_across_configs():
+    @dataclasses.dataclass
+    class Commented:
+        seed: int = 1  # seed of everything
+
+    options = cli.ConfigOptions(Inner, Commented).specs
+    assert options["seed"].help == "seed of everything" and options["kimg"].help == "how long"
+    assert cli.ConfigOptions(Inner).specs["seed"].help == cli._BY_FIELD["seed"].meaning

@@ -264,6 +264,7 @@ class Spec:
     kind: tuple
     default: object
     help: str
+    commented: bool = False  # help is a field's comment (else the naming table's meaning)
     paths: dict[type, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -345,10 +346,11 @@ class ConfigOptions:
                 elif entry and entry.choices:
                     kind = (click.Choice(list(entry.choices)), *kind[1:])
                 if spec is None:
-                    spec = self.specs[name] = Spec(name, kind, default, comment or (entry.meaning if entry else ""))
+                    spec = self.specs[name] = Spec(name, kind, default, entry.meaning if entry else "")
                 elif _signature(spec.kind) != _signature(kind):
                     raise TypeError(f"--{name}: {path} has another type than the other fields of that name")
-                spec.help = spec.help or comment
+                if comment and not spec.commented:  # the first field comment wins over the table's meaning
+                    spec.help, spec.commented = comment, True
                 spec.paths.setdefault(cls, []).append(path)
         for name, text in (help or {}).items():
             self.specs[name].help = text
