@@ -44,7 +44,7 @@ def log_of(run_dir):
 
 def test_train_help_lists_every_option_with_defaults(load_app):
     out = CliRunner().invoke(load_app("pggan_train").main, ["--help"], terminal_width=200).output
-    for option in ("--preset", "--data", "--resolution", "--total-kimg", "--resume", "--amp", "--conditional", "--loss",
+    for option in ("--preset", "--data", "--resolution", "--kimg", "--resume", "--amp", "--conditional", "--loss",
                    "--fused-scale"):
         assert option in out
     assert "default: cpu" in out and "from --preset" in out

@@ -17,11 +17,12 @@ import sys
 import click
 
 from lesion_models import PretrainedLoadError
+from lesion_train import cli
 from lesion_train.mask2image import SynthesisError, class_fidelity, synthesize
 from lesion_train.runs import atomic_write_bytes
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--masks", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of mask images.")
 @click.option("--class", "class_name", required=True, help="A class name (nevus, melanoma, ...) or from-csv.")

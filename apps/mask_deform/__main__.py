@@ -15,12 +15,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lesion_data.mask_deform import deform_masks
+from lesion_train import cli
 from lesion_train.runs import save_image_grid
 
 SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.command()
 @click.argument("source", type=click.Path(exists=True, path_type=pathlib.Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=pathlib.Path))
 @click.option("--n", "n", type=int, default=8, show_default=True, help="Variants per input mask.")

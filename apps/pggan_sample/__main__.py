@@ -3,11 +3,12 @@
 
 import click
 from lesion_models import PretrainedLoadError
+from lesion_train import cli
 from lesion_train.runs import ResumeError
 from lesion_train.sampling import sample_run
 
 
-@click.command(context_settings={"show_default": True})
+@cli.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--n", type=click.IntRange(min=1), default=64, help="Number of images.")
 @click.option("--out", type=click.Path(), required=True, help="Output folder for PNGs and grid.png.")

@@ -1,7 +1,7 @@
 """Convert a dermoscopy dataset (or built-in phantoms) into a prepared multi-resolution store.
 
     uv run apps/prepare_data SOURCE OUT --resolution 256 [--margin 0.25] [--skip-bad] [--workers 2]
-    uv run apps/prepare_data phantom OUT --resolution 64 --n 2000 [--seed 0] [--balanced]
+    uv run apps/prepare_data phantom OUT --resolution 64 --phantoms 2000 [--seed 0] [--balanced]
 
 SOURCE is an ISIC-2017, ISIC-2018 or HAM10000 folder in the official layout, or any folder of
 images (optionally one subfolder per class); the layout is detected (override with --layout).
@@ -17,9 +17,10 @@ from PIL import Image
 from lesion_data.preview import preview_sheet
 from lesion_data.readers import SourceError
 from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_phantom_store, prepare_store
+from lesion_train import cli
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@cli.command(renamed_options={"--n": "--phantoms"})
 @click.argument("source")
 @click.argument("out", type=click.Path(path_type=pathlib.Path))
 @click.option("--resolution", "-r", type=int, default=256, show_default=True, help="Top level (power of two >= 4).")
@@ -32,7 +33,7 @@ from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_p
 @click.option("--split", "splits", multiple=True,
               help="ISIC layouts: read only this split (repeatable), e.g. --split Training.")
 @click.option("--no-draft", is_flag=True, help="Decode JPEGs at full size (slower; default decodes at >= 2x target).")
-@click.option("--n", "n", type=int, default=2000, show_default=True, help="Phantoms to render (SOURCE phantom).")
+@click.option("--phantoms", "n", type=int, default=2000, show_default=True, help="Phantoms to render (SOURCE phantom).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Phantom seed (SOURCE phantom).")
 @click.option("--balanced", is_flag=True, help="Equal class frequencies for phantoms instead of ISIC-2017 priors.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at OUT.")

@@ -6,12 +6,13 @@
 
 import click
 from lesion_data import CLASS_NAMES
+from lesion_train.cli import group
 from lesion_turing import ServeConfig, StudySpec, StudyError, open_study, serve as serve_study, write_report
 from lesion_turing.images import ImageError
 from tqdm import tqdm
 
 
-@click.group()
+@group()
 def cli():
     """Run a visual Turing test and report its statistics."""
 

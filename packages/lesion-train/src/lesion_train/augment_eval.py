@@ -56,17 +56,17 @@ class AugmentEvalConfig:
     # column, e.g. mask2image_synthesize's synthesized.csv), a class-conditional generator (model,
     # snapshot or run directory), "mask2image:DIR" / "mask2image-deformed:DIR" (a mask-to-image
     # model fed the real training masks, or deformed copies), or "phantom:SEED".
-    synthetic: str = "phantom:1"
-    ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    synthetic: str = "phantom:1"  # store, class folders, CSV, generator, mask2image:DIR or phantom:SEED (above)
+    ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # synthetic images per real training image
     balance: bool = False  # add a condition using synthesis only to balance the classes
-    classifiers: tuple[str, ...] = ("resnet18",)
-    seeds: int = 3
-    test_fraction: float = 0.3
-    val_fraction: float = 0.1
+    classifiers: tuple[str, ...] = ("resnet18",)  # resnet18, resnet50, densenet121, efficientnet_b0
+    seeds: int = 3  # training runs per classifier and condition
+    test_fraction: float = 0.3  # real images held out for testing
+    val_fraction: float = 0.1  # real images held out for early stopping
     real_train: int = 0  # > 0: keep only this many real training images (stratified), to study scarcity
-    split_seed: int = 0
+    split_seed: int = 0  # seed of the real test/validation/training split
     test_data: str | None = None  # a separate real store to test on instead of a split
-    n_boot: int = 1000
+    n_boot: int = 1000  # bootstrap resamples of each interval
     out: str = "runs"
     name: str = "augment_eval"
     train: ClassifierTrainConfig = dataclasses.field(default_factory=ClassifierTrainConfig)

@@ -50,11 +50,11 @@ class BaselineTrainConfig:
     z_dim: int = 100  # DCGAN latent; LAPGAN coarse code (the noise planes come on top)
     ngf: int = 64  # DCGAN generator width
     ndf: int = 64  # DCGAN discriminator width
-    coarse_resolution: int = 8  # LAPGAN
-    coarse_g_hidden: int = 1200
-    coarse_d_hidden: int = 600
-    level_g_features: int = 128
-    level_d_features: int = 128
+    coarse_resolution: int = 8  # LAPGAN: side of the coarsest pyramid level
+    coarse_g_hidden: int = 1200  # LAPGAN: hidden units of the coarse fully connected G
+    coarse_d_hidden: int = 600  # LAPGAN: hidden units of the coarse fully connected D
+    level_g_features: int = 128  # LAPGAN: feature maps of each residual level's G
+    level_d_features: int = 128  # LAPGAN: feature maps of each residual level's D
     batch_size: int = 128
     optimizer: str = ""  # adam | sgd; "" = the paper's: adam for DCGAN, sgd for LAPGAN
     lr: float = 0.0  # 0 = the paper's: 2e-4 (DCGAN, Adam), 0.02 (LAPGAN, SGD)
@@ -66,7 +66,7 @@ class BaselineTrainConfig:
     momentum: float = 0.5
     epoch_kimg: float = 45.0
     g_ema_beta: float = 0.0  # 0: G_ema is a copy of G (neither paper averages weights)
-    tick_kimg: float = 4.0
+    tick_kimg: float = 4.0  # kimg per tick (grid + log line)
     loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(name="dcgan", total_kimg=5000))
 
     conditional = False  # the baselines are unconditional (read by pggan.train_recipe)

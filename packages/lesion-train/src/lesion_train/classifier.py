@@ -35,7 +35,7 @@ from lesion_metrics.auc import MELANOMA, SEBORRHEIC_KERATOSIS, roc_auc
 from lesion_models.classifier import ClassifierConfig, LesionClassifier, load_imagenet_weights
 from tqdm import tqdm
 
-from lesion_train import distributed, runs
+from lesion_train import distributed, monitor, runs
 
 BEST_NAME = "best"
 
@@ -48,17 +48,17 @@ class ClassifierTrainConfig:
     batch_size: int = 64  # global, split over ranks
     kimg: float = 20.0  # training images shown, in thousands
     lr: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # AdamW
     balanced_sampling: bool = False  # draw every class equally often (with replacement)
     augment: bool = True  # random flips / 90-degree rotations
-    eval_every_kimg: float = 2.0
+    eval_every_kimg: float = 2.0  # validation AUC (and a snapshot) every this many kimg
     patience: int = 4  # evaluations without improvement before stopping; 0 = never stop early
-    dropout: float | None = None
+    dropout: float | None = None  # before the classifier head; None: the backbone's default
     imagenet_weights: str | None = None  # local torchvision checkpoint; nothing is downloaded
     seed: int = 0
     device: str = "auto"
     amp: str = "off"  # off | bf16 | fp16
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # minibatch of validation inference
     keep_snapshots: bool = False  # False: delete snapshots once the run ends (best/ stays)
 
     def __post_init__(self):
@@ -161,7 +161,7 @@ def train_classifier(
         raise ValueError(f"batch size {config.batch_size} does not divide over {env.world_size} ranks")
     local = config.batch_size // env.world_size
 
-    log = runs.JsonlLog(run_dir / runs.LOG_NAME)
+    log = monitor.TrainingLog(run_dir) if env.is_main else None
     step, best_score, best_step, stale = 0, -math.inf, -1, 0
     best_state = None
     snapshot = runs.latest_snapshot(run_dir)
@@ -215,12 +215,12 @@ def train_classifier(
             seconds = time.perf_counter() - tick_start
             kimg = step * config.batch_size / 1000
             record = {
-                "kimg": kimg, "step": step, "lr": _lr(config, step, total),
+                "tick": math.ceil(step / eval_steps), "kimg": kimg, "step": step, "batch": config.batch_size,
+                "lr": _lr(config, step, total),
                 "loss": distributed.mean_across_ranks({"loss": float(np.mean(losses))}, device)["loss"],
                 "val_score": score, "best_val_score": best_score, "best_step": best_step,
-                "sec_per_kimg": seconds / max(1e-9, len(losses) * config.batch_size / 1000),
-                "img_per_sec": len(losses) * config.batch_size / max(1e-9, seconds),
-                "peak_mb": distributed.peak_memory_mb(device),
+                **monitor.timing(len(losses) * config.batch_size, seconds, distributed.peak_memory_mb(device)),
+                "world_size": env.world_size,
             }
             bar.set_postfix(loss=f"{record['loss']:.3f}", val=f"{score:.3f}")
             if env.is_main:
@@ -229,6 +229,8 @@ def train_classifier(
             distributed.barrier()
             tick_start, losses = time.perf_counter(), []
     bar.close()
+    if log is not None:
+        log.close()
 
     model.load_state_dict(best_state)
     model.eval()

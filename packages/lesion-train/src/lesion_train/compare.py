@@ -46,13 +46,13 @@ class CompareConfig:
     budget_kimg: float = 14.0  # real images shown to every architecture, in thousands
     seed: int = 0
     preset: str = "cpu"  # cpu | gpu, for all three
-    archs: tuple[str, ...] = ARCHS
+    archs: tuple[str, ...] = ARCHS  # subset of pggan, dcgan, lapgan
     metrics: tuple[str, ...] = DEFAULT_METRICS
     n: int = 1000  # generated images per model for the metrics (and at most this many real ones); see above
     phantom_count: int = 2000
     out: str = "runs/compare"
     device: str = "auto"
-    cpu_threads: int = 0
+    cpu_threads: int = 0  # torch CPU threads; 0 = auto (idle cores)
     overrides: dict = dataclasses.field(default_factory=dict)  # arch -> {option: value} on top of the preset
     progress: bool = True
 
@@ -180,7 +180,7 @@ def compare(config: CompareConfig) -> dict:
         snapshot = runs.latest_snapshot(run)
         G = load_generator(snapshot / "G_ema", device)
         if int(G.resolution) != config.resolution:
-            raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --budget-kimg")
+            raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
         records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,
                                           n=config.n, seed=config.seed, device=config.device, progress=config.progress))
         results, notes = {}, []

@@ -51,11 +51,11 @@ class EvaluateConfig:
     n: int = 10000  # generated images per model (and at most this many real ones)
     seed: int = 0
     device: str = "auto"
-    batch_size: int = 32
+    batch_size: int = 32  # images per Inception / generator batch
     resolution: int = 0  # 0: the generator's, or the generated images' size
-    inception_weights: str | None = None
-    domain_classifier: str | None = None
-    cache_dir: str | None = None
+    inception_weights: str | None = None  # pt_inception-2015-12-05 file (pytorch-fid): gives IS; None: fid-helper's
+    domain_classifier: str | None = None  # lesion classifier model directory for the domain Frechet distance
+    cache_dir: str | None = None  # None: $LESION_GAN_CACHE or ~/.cache/lesion-gan
     output: str | None = None  # JSON file with every record
     report: str | None = None  # directory for the HTML report
     progress: bool = True

@@ -29,6 +29,7 @@ from lesion_models import load_pretrained
 
 from lesion_train import runs
 from lesion_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, mean_across_ranks, peak_memory_mb
+from lesion_train.monitor import TrainingLog, timing
 
 
 @dataclasses.dataclass
@@ -240,7 +241,7 @@ def train(
         run_dir = broadcast_object(run_dir)
     for model in recipe.models.values():
         broadcast_parameters(model, env)
-    log = runs.JsonlLog(run_dir / runs.LOG_NAME)
+    log = TrainingLog(run_dir) if env.is_main else None
     if env.is_main:
         runs.write_options(run_dir, options)
         if reals_grid is not None and not (run_dir / "grids" / "reals.png").exists():
@@ -311,13 +312,11 @@ def train(
                 "tick": tick, "kimg": nimg / 1000, "step": step, "resolution": phase.resolution,
                 "alpha": round(phase.alpha, 6), "batch": phase.batch_size, "lr_g": phase.lr_g, "lr_d": phase.lr_d,
                 **{k: round(v, 6) for k, v in stats.items()},
-                "sec_per_tick": round(elapsed, 3), "sec_per_kimg": round(elapsed / max(shown, 1) * 1000, 3),
-                "img_per_sec": round(shown / max(elapsed, 1e-9), 2), "peak_mem_mb": round(peak_memory_mb(env.device), 1),
-                "world_size": env.world_size,
+                **timing(shown, elapsed, peak_memory_mb(env.device)), "world_size": env.world_size,
             }
             if env.is_main:
-                log.append(record)
                 final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
+                log.append(record, final_grid)
             if tick % config.snapshot_ticks == 0 or done:
                 # Every rank's RNG and data position: each rank draws its own latents and reads and
                 # augments its own shard. Taken after the grid, as an uninterrupted run goes on from there.
@@ -330,6 +329,8 @@ def train(
             tick_start_nimg, tick_start_time = nimg, time.time()
     finally:
         bar.close()
+        if log is not None:
+            log.close()
     if final_grid is None and env.is_main:  # resumed at or past the end: still hand back a grid
         final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
     final_snapshot = final_snapshot or runs.latest_snapshot(run_dir)

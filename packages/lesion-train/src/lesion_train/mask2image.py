@@ -233,7 +233,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
     def _load_global(self, directory: Path) -> None:
         """pix2pixHD's second stage: start the global part from a trained global generator."""
         if not isinstance(self.G, Pix2PixHDGenerator) or not self.G.config.n_local_enhancers:
-            raise ValueError("--init-global needs --arch ours|pix2pixhd with --local-enhancers >= 1")
+            raise ValueError("--init-global needs --arch ours|pix2pixhd with --n-local-enhancers >= 1")
         trained = Pix2PixHDGenerator.from_pretrained(directory, self.env.device)
         try:
             self.G.global_net.load_state_dict(trained.global_net.state_dict())

@@ -59,17 +59,17 @@ def _int_keys(mapping: dict) -> dict[int, float]:
 class PGGANSchedule:
     """The official ``TrainingSchedule`` (defaults = ``preset-v2-1gpu``)."""
 
-    initial_resolution: int = 4
-    stabilize_kimg: float = 600.0
-    transition_kimg: float = 600.0
-    minibatch_base: int = 4
+    initial_resolution: int = 4  # first resolution trained
+    stabilize_kimg: float = 600.0  # kimg per resolution before its fade
+    transition_kimg: float = 600.0  # kimg of each fade-in
+    minibatch_base: int = 4  # minibatch at resolutions the minibatch table leaves out
     minibatch: dict[int, int] = dataclasses.field(
         default_factory=lambda: {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
     )
     max_minibatch_per_gpu: dict[int, int] = dataclasses.field(default_factory=lambda: {256: 16, 512: 8, 1024: 4})
-    lr_base: float = 0.001
+    lr_base: float = 0.001  # learning rate of G and D at resolutions the lr table leaves out
     lr: dict[int, float] = dataclasses.field(default_factory=lambda: {1024: 0.0015})
-    tick_kimg_base: float = 160.0
+    tick_kimg_base: float = 160.0  # kimg per tick (grid + log line) at resolutions the tick table leaves out
     tick_kimg: dict[int, float] = dataclasses.field(
         default_factory=lambda: {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 20, 1024: 10}
     )
@@ -115,24 +115,24 @@ class PGGANTrainConfig:
     conditional: bool = False  # class-conditional (AC-GAN) on the store's labels
     augment: bool = True  # random flips / 90-degree rotations of the reals
     # Networks (PGGANConfig).
-    fmap_base: int = 8192
+    fmap_base: int = 8192  # feature maps: min(fmap_base / 2^stage, fmap_max)
     fmap_max: int = 512
-    z_dim: int = 512
-    mbstd_group_size: int = 4
+    z_dim: int = 512  # latent size
+    mbstd_group_size: int = 4  # minibatch standard deviation group size (1: off)
     fused_scale: bool = True  # official D block order: activation after the downscale (PGGANConfig)
     # Losses.
     loss: str = "wgangp"  # wgangp (official) | logistic (non-saturating + R1)
-    gp_lambda: float = 10.0
+    gp_lambda: float = 10.0  # WGAN-GP gradient penalty weight
     gp_target: float = 1.0
-    drift: float = 0.001
-    r1_gamma: float = 10.0
-    cond_weight: float = 1.0
+    drift: float = 0.001  # weight of D's squared output on reals (epsilon drift)
+    r1_gamma: float = 10.0  # R1 weight for --loss logistic
+    cond_weight: float = 1.0  # AC-GAN class loss weight
     # Optimisation.
     adam_beta1: float = 0.0
     adam_beta2: float = 0.99
     adam_eps: float = 1e-8
     reset_optimizer: bool = True
-    g_ema_beta: float = 0.999
+    g_ema_beta: float = 0.999  # generator EMA per step
     g_ema_rampup: bool = False  # beta_t = min(beta, (1 + t) / (10 + t)), as TF's ExponentialMovingAverage
     # Pays on CUDA and, on the CPU, for the `cpu` preset (32 px step 556 -> 500 ms) and the official
     # widths at 128 px (5%); with the official widths at 8 px NCHW is 1.27x faster (same process).

@@ -24,9 +24,12 @@ from lesion_metrics.segmentation import dice_iou
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
 from tqdm import tqdm
 
-from lesion_train import runs
-from lesion_train.distributed import DistEnv, choose_device
+from lesion_train import monitor, runs
+from lesion_train.distributed import DistEnv, choose_device, peak_memory_mb
 from lesion_train.pggan import resolve_store
+
+
+TICKS = 20  # log lines per run
 
 
 @dataclasses.dataclass
@@ -37,8 +40,8 @@ class SegmenterTrainConfig:
     resolution: int = 64
     batch_size: int = 16
     total_kimg: float = 1.0
-    base: int = 16
-    depth: int = 4
+    base: int = 16  # U-Net base width
+    depth: int = 4  # U-Net down/up levels
     lr: float = 1e-3
     holdout: int = 64  # images for the segmenter's own Dice (its ceiling for mask consistency)
     holdout_data: str | None = None  # a store of real images never trained on
@@ -86,7 +89,9 @@ def train_segmenter(config: SegmenterTrainConfig) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     batches = StoreBatches(store, config.resolution, config.batch_size, seed=config.seed, with_masks=True, device=device)
     total = int(config.total_kimg * 1000)
+    tick_nimg = max(config.batch_size, total // TICKS)
     start, nimg = time.time(), 0
+    records, losses, tick_start, tick_start_nimg = [], [], time.time(), 0
     with tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
         while nimg < total:
             batch = next(batches)
@@ -96,8 +101,16 @@ def train_segmenter(config: SegmenterTrainConfig) -> dict:
             loss.backward()
             optimizer.step()
             nimg += config.batch_size
+            losses.append(loss.item())
             bar.update(config.batch_size)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if nimg - tick_start_nimg >= tick_nimg or nimg >= total:
+                seconds = time.time() - tick_start
+                records.append({"tick": len(records) + 1, "kimg": nimg / 1000, "step": nimg // config.batch_size,
+                                "batch": config.batch_size, "lr": config.lr, "loss": round(sum(losses) / len(losses), 6),
+                                **monitor.timing(nimg - tick_start_nimg, seconds, peak_memory_mb(device)),
+                                "world_size": 1})
+                losses, tick_start, tick_start_nimg = [], time.time(), nimg
     images, masks, evaluated_on = _evaluation_set(config, store)
     report = {**mask_consistency(model, images, masks), "evaluated_on": evaluated_on,
               "seconds": round(time.time() - start, 1), "kimg": nimg / 1000, "store": str(store.path),
@@ -105,6 +118,11 @@ def train_segmenter(config: SegmenterTrainConfig) -> dict:
     out = Path(config.out)
     model.save_pretrained(out)
     runs.atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    # Written once the model is saved: saving replaces the whole directory.
+    log = monitor.TrainingLog(out)
+    for record in records:
+        log.append(record)
+    log.close()
     return report
 
 
