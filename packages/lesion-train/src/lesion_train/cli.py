@@ -137,6 +137,28 @@ dry_run_option = click.option("--dry-run", is_flag=True,
                               help="Print the resolved configuration as JSON and exit; nothing is written.")
 
 
+def _parse_settings(ctx, param, settings: tuple[str, ...]) -> dict:
+    """``ARCH.OPTION=VALUE`` (VALUE as JSON, else a string) -> {arch: {option: value}}."""
+    out: dict = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        arch, dot, option = key.partition(".")
+        if not (sep and dot and option):
+            raise click.BadParameter(f"{setting!r} is not ARCH.OPTION=VALUE", ctx, param)
+        try:
+            out.setdefault(arch, {})[option] = json.loads(value)
+        except json.JSONDecodeError:
+            out[arch][option] = value
+    return out
+
+
+def set_option(example: str) -> Callable:
+    """``--set ARCH.OPTION=VALUE`` (repeatable) of the comparison apps, parsed to {arch: {option: value}}."""
+    return click.option("--set", "settings", multiple=True, metavar="ARCH.OPTION=VALUE", callback=_parse_settings,
+                        help=f"Change one training option of one architecture, e.g. {example} (names as in "
+                             "training_options.json). Repeatable.")
+
+
 def print_config(config) -> None:
     """A configuration (or a mapping of them) as ``training_options.json`` would hold it, on stdout."""
     from lesion_train.runs import to_jsonable  # torch: only when a command runs
@@ -423,4 +445,4 @@ def architectures() -> dict[str, Architecture]:
 
 __all__ = ["Architecture", "CONTEXT_SETTINGS", "CommaList", "Command", "ConfigOptions", "DEPRECATED",
            "Group", "NAMES", "Name", "Options", "Spec", "architectures", "command", "dry_run_option",
-           "field_comments", "group", "print_config", "replace"]
+           "field_comments", "group", "print_config", "replace", "set_option"]

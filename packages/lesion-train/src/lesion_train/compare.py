@@ -7,7 +7,16 @@ Fairness: every architecture gets ``budget_kimg`` thousand real images. PGGAN's 
 is compressed when it would not reach the target resolution within the budget (equal stabilise and
 fade phases, the last stabilisation two thirds of a phase, the proportions of the ``cpu`` preset),
 so every model is judged at full resolution. A re-run with the same output folder reuses finished
-trainings (a run that reached the budget) and evaluates again.
+trainings (a run that reached the budget) and the evaluations already recorded in
+``evaluations.jsonl`` (same snapshot, metric, n and seed).
+
+Checkpoints: every metric is also recorded at fractions of the budget (``checkpoints``, default
+25/50/100%), each at the snapshot nearest that fraction (runs snapshot every tick), and drawn as
+metric-vs-kimg curves per architecture (``curves.png``), so a reader sees whether the ranking is
+stable or still moving. A PGGAN snapshot taken before the target resolution is faded in is
+evaluated at its own resolution (the ``px`` column). The pieces shared with the mask-to-image
+comparison (``lesion_train.compare_translation``) live here: reuse of finished runs, checkpoint
+selection, the evaluation cache, the table, the curves and the figure.
 
 Cost: the Inception metrics (FID, KID, precision/recall) dominate the evaluation on a CPU (about
 6 img/s at 299 px on two idle cores). The real side's features are extracted once and cached on
@@ -33,10 +42,11 @@ from PIL import Image, ImageDraw
 
 from lesion_train import baselines, gan_loop, pggan, runs
 from lesion_train.distributed import DistEnv, choose_device
-from lesion_train.evaluation import EvaluateConfig, evaluate, load_generator
+from lesion_train.evaluation import EvaluateConfig, curve_image, evaluate, load_generator
 
 ARCHS = ("pggan", *baselines.ARCHS)
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid", "pr")
+CHECKPOINTS = (0.25, 0.5, 1.0)
 
 
 @dataclasses.dataclass
@@ -53,6 +63,7 @@ class CompareConfig:
     out: str = "runs/compare"
     device: str = "auto"
     cpu_threads: int = 0  # torch CPU threads; 0 = auto (idle cores)
+    checkpoints: tuple[float, ...] = CHECKPOINTS  # fractions of --kimg at which every metric is recorded
     overrides: dict = dataclasses.field(default_factory=dict)  # arch -> {option: value} on top of the preset
     progress: bool = True
 
@@ -60,8 +71,14 @@ class CompareConfig:
         unknown = [a for a in self.archs if a not in ARCHS]
         if unknown or not self.archs:
             raise ValueError(f"archs must be a non-empty subset of {ARCHS}, got {list(self.archs)}")
-        if self.budget_kimg <= 0:
-            raise ValueError(f"budget_kimg must be positive, got {self.budget_kimg}")
+        check_budget(self.budget_kimg, self.checkpoints)
+
+
+def check_budget(budget_kimg: float, checkpoints: tuple[float, ...]) -> None:
+    if budget_kimg <= 0:
+        raise ValueError(f"--kimg must be positive, got {budget_kimg}")
+    if not checkpoints or not all(0 < f <= 1 for f in checkpoints):
+        raise ValueError(f"--checkpoints must be fractions of the budget in (0, 1], got {list(checkpoints)}")
 
 
 def train_config(config: CompareConfig, arch: str):
@@ -70,6 +87,7 @@ def train_config(config: CompareConfig, arch: str):
         "data": config.data, "resolution": config.resolution, "phantom_count": config.phantom_count,
         "loop.total_kimg": config.budget_kimg, "loop.seed": config.seed, "loop.run_root": str(Path(config.out) / "runs"),
         "loop.name": arch, "loop.device": config.device, "loop.cpu_threads": config.cpu_threads,
+        "loop.snapshot_ticks": 1,  # a snapshot per tick: the checkpoints pick the nearest
     }
     extra = config.overrides.get(arch, {})
     clash = sorted(set(extra) & set(shared))
@@ -86,24 +104,63 @@ def train_config(config: CompareConfig, arch: str):
     return train
 
 
-def _finished_run(config: CompareConfig, arch: str) -> Path | None:
-    """A run of ``arch`` in this comparison folder that already reached the budget."""
-    for run in sorted((Path(config.out) / "runs").glob(f"*-{arch}"), reverse=True):
+def _train(config: CompareConfig, arch: str) -> Path:
+    """The run directory of ``arch``: a finished one of this comparison folder, else a new run."""
+    run = finished_run(Path(config.out) / "runs", arch, config.budget_kimg)
+    if run is None:
+        train = train_config(config, arch)
+        run = (pggan.train_pggan(train) if arch == "pggan" else baselines.train_baseline(train)).run_dir
+    return run
+
+
+def finished_run(runs_root: Path, name: str, budget_kimg: float) -> Path | None:
+    """The newest run ``runs_root/*-<name>`` whose newest snapshot reached the budget."""
+    for run in sorted(Path(runs_root).glob(f"*-{name}"), reverse=True):
         snapshot = runs.latest_snapshot(run)
-        if snapshot is not None and runs.load_training_state(snapshot)["nimg"] >= config.budget_kimg * 1000:
+        if snapshot is not None and runs.load_training_state(snapshot)["nimg"] >= budget_kimg * 1000:
             return run
     return None
 
 
-def _train(config: CompareConfig, arch: str) -> tuple[Path, float]:
-    """(run directory, training wall seconds); the seconds of a reused run come from its log."""
-    run = _finished_run(config, arch)
-    if run is None:
-        train = train_config(config, arch)
-        result = pggan.train_pggan(train) if arch == "pggan" else baselines.train_baseline(train)
-        run = result.run_dir
-    seconds = sum(r["sec_per_tick"] for r in runs.JsonlLog(run / runs.LOG_NAME).read())
-    return run, seconds
+def train_seconds(run: Path, kimg: float = math.inf) -> float:
+    """Training wall seconds up to ``kimg``, from the run's log (so a reused run reports them too)."""
+    return sum(r["sec_per_tick"] for r in runs.JsonlLog(run / runs.LOG_NAME).read() if r["kimg"] <= kimg + 1e-9)
+
+
+def checkpoint_snapshots(run: Path, budget_kimg: float, fractions: tuple[float, ...]) -> list[tuple[float, Path, float]]:
+    """(fraction, snapshot, kimg) of the snapshot nearest each fraction of the budget, by the images
+    it has seen, oldest first; a snapshot nearest to several fractions is listed once, for the largest."""
+    snapshots = [(runs.load_training_state(s)["nimg"] / 1000, s) for s in runs.list_snapshots(run)]
+    if not snapshots:
+        raise ValueError(f"{run}: has no complete snapshot")
+    chosen: list[tuple[float, Path, float]] = []
+    for fraction in sorted(fractions, reverse=True):
+        kimg, snapshot = min(snapshots, key=lambda item: abs(item[0] - fraction * budget_kimg))
+        if snapshot not in [c[1] for c in chosen]:
+            chosen.append((fraction, snapshot, kimg))
+    return chosen[::-1]
+
+
+class EvaluationCache:
+    """Evaluation records of a comparison folder (``evaluations.jsonl``), keyed by what decides
+    them (architecture, snapshot, metric, n, seed, ...), so a re-run skips what is recorded."""
+
+    def __init__(self, path: Path):
+        self.log = runs.JsonlLog(path)
+        self.records = {r["key"]: r for r in self.log.read()}
+
+    @staticmethod
+    def _key(key: dict) -> str:
+        return json.dumps(runs.to_jsonable(key), sort_keys=True)
+
+    def get(self, key: dict) -> dict | None:
+        return self.records.get(self._key(key))
+
+    def put(self, key: dict, record: dict) -> dict:
+        record = {**record, "key": self._key(key)}
+        self.log.append(record)
+        self.records[record["key"]] = record
+        return record
 
 
 def _labelled(grid: np.ndarray, label: str) -> Image.Image:
@@ -113,9 +170,9 @@ def _labelled(grid: np.ndarray, label: str) -> Image.Image:
     return image
 
 
-def write_figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> Path:
-    """Panels (label, images in [-1, 1]) side by side, 8 columns each, one labelled grid per panel."""
-    images = [_labelled(runs.image_grid(x, ncol=8), label) for label, x in panels]
+def write_figure(path: Path, panels: list[tuple[str, torch.Tensor]], ncol: int = 8) -> Path:
+    """Panels (label, images in [-1, 1]) side by side, ``ncol`` columns each, one labelled grid per panel."""
+    images = [_labelled(runs.image_grid(x, ncol=ncol), label) for label, x in panels]
     gap = 8
     figure = Image.new("RGB", (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images)), "white")
     left = 0
@@ -152,19 +209,78 @@ def _inception_note(rows: list[dict]) -> list[str]:
     return [note]
 
 
-def format_markdown(rows: list[dict]) -> str:
-    columns = _columns(rows)
-    lines = ["| arch | kimg | train min | " + " | ".join(columns) + " |",
-             "|" + "---|" * (len(columns) + 3)]
+def _table(rows: list[dict], columns: list[str]) -> list[str]:
+    lines = ["| arch | kimg | px | train min | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 4)]
     for row in rows:
         values = [f"{row['results'][c]:.4g}" if c in row["results"] else "n/a" for c in columns]
-        lines.append(f"| {row['arch']} | {row['kimg']:g} | {row['train_seconds'] / 60:.1f} | " + " | ".join(values) + " |")
-    notes = _inception_note(rows) + sorted({note for row in rows for note in row["notes"]})
+        lines.append(f"| {row['arch']} | {row['kimg']:g} | {row['resolution']} | {row['train_seconds'] / 60:.1f} | "
+                     + " | ".join(values) + " |")
+    return lines
+
+
+def final_rows(checkpoints: list[dict]) -> list[dict]:
+    """Each architecture's row at its last checkpoint, in the order of first appearance."""
+    last: dict[str, dict] = {}
+    for row in checkpoints:
+        if row["arch"] not in last or row["kimg"] >= last[row["arch"]]["kimg"]:
+            last[row["arch"]] = row
+    return list(last.values())
+
+
+def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
+    """The table at the full budget, then every checkpoint (grouped by fraction of the budget, so
+    each block is a ranking at that point), then the notes."""
+    rows = final_rows(checkpoints)
+    columns = _columns(checkpoints)
+    lines = _table(rows, columns)
+    fractions = sorted({row["checkpoint"] for row in checkpoints})
+    if len(checkpoints) > len(rows):
+        lines += ["", "Every checkpoint (the snapshot nearest each fraction of the budget):", ""]
+        lines += _table(sorted(checkpoints, key=lambda r: (fractions.index(r["checkpoint"]), r["kimg"])), columns)
+    notes = [*notes, *_inception_note(rows), *sorted({note for row in checkpoints for note in row["notes"]})]
     return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
+def write_curves(path: Path, checkpoints: list[dict]) -> Path:
+    """One panel per result (``evaluation.curve_image``), one line per architecture: metric against kimg."""
+    panels = []
+    for column in _columns(checkpoints):
+        series: dict[str, list[tuple[float, float]]] = {}
+        labels: dict[str, list[str]] = {}
+        for row in sorted(checkpoints, key=lambda r: r["kimg"]):
+            if column in row["results"]:
+                series.setdefault(row["arch"], []).append((row["kimg"], row["results"][column]))
+                labels.setdefault(row["arch"], []).append(f"{row['resolution']}px")
+        # Resolutions are written above the points only where they differ (a growing PGGAN).
+        varying = len({row["resolution"] for row in checkpoints}) > 1
+        panels.append(curve_image(column, series, labels if varying else None))
+    per_row = 3
+    width, height = panels[0].size
+    figure = Image.new("RGB", (width * min(per_row, len(panels)), height * math.ceil(len(panels) / per_row)), "white")
+    for index, panel in enumerate(panels):
+        figure.paste(panel, ((index % per_row) * width, (index // per_row) * height))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    figure.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_outputs(out: Path, document: dict, notes: list[str], panels: list[tuple[str, torch.Tensor]],
+                  ncol: int = 8) -> dict:
+    """``results.json`` (``document`` with ``rows`` at the full budget and every ``checkpoints`` row),
+    ``table.md``, ``curves.png`` and ``comparison.png`` in ``out``; returns the document with their paths."""
+    document = {**document, "rows": final_rows(document["checkpoints"]), "notes": list(notes)}
+    runs.atomic_write_bytes(out / "results.json", (json.dumps(runs.to_jsonable(document), indent=2) + "\n").encode())
+    runs.atomic_write_bytes(out / "table.md", format_markdown(document["checkpoints"], notes).encode())
+    document["curves"] = str(write_curves(out / "curves.png", document["checkpoints"]))
+    document["figure"] = str(write_figure(out / "comparison.png", panels, ncol))
+    document["table"] = str(out / "table.md")
+    return document
+
+
 def compare(config: CompareConfig) -> dict:
-    """Train (or reuse) and evaluate every architecture; write ``table.md``, ``results.json`` and
+    """Train (or reuse) every architecture and evaluate it at each checkpoint (or reuse the
+    recorded evaluation); write ``table.md``, ``results.json``, ``curves.png`` and
     ``comparison.png`` into ``config.out``; return the JSON document."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,32 +289,37 @@ def compare(config: CompareConfig) -> dict:
     store = pggan.resolve_store(train_config(config, config.archs[0]), DistEnv())
     real = torch.from_numpy(store.images(config.resolution)[:64].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
     panels: list[tuple[str, torch.Tensor]] = [("real", real)]
+    cache = EvaluationCache(out / "evaluations.jsonl")
     rows = []
     for arch in config.archs:
-        started = time.time()
-        run, train_seconds = _train(config, arch)
-        snapshot = runs.latest_snapshot(run)
-        G = load_generator(snapshot / "G_ema", device)
-        if int(G.resolution) != config.resolution:
-            raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
-        records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,
-                                          n=config.n, seed=config.seed, device=config.device, progress=config.progress))
-        results, notes = {}, []
-        counts = {"num_real": records[0]["num_real"], "num_fake": records[0]["num_fake"]} if records else {}
-        for record in records:
-            results.update(record["results"])
-            notes += [n for n in record.get("notes", []) if n not in notes]
+        run = _train(config, arch)
+        for fraction, snapshot, kimg in checkpoint_snapshots(run, config.budget_kimg, config.checkpoints):
+            G = load_generator(snapshot / "G_ema", device)
+            if fraction == max(config.checkpoints) and int(G.resolution) != config.resolution:
+                raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
+            keys = {metric: {"arch": arch, "snapshot": str(snapshot), "nimg": round(kimg * 1000), "metric": metric,
+                             "n": config.n, "seed": config.seed} for metric in config.metrics}
+            pending = tuple(metric for metric, key in keys.items() if cache.get(key) is None)
+            if pending:  # one evaluation for all of them: the generated images and features are shared
+                for record in evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path),
+                                                      metrics=pending, n=config.n, seed=config.seed,
+                                                      device=config.device, progress=config.progress)):
+                    cache.put(keys[record["metric"]], record)
+            results, notes, counts = {}, [], {}
+            for key in keys.values():
+                record = cache.get(key)
+                results.update(record["results"])
+                notes += [n for n in record.get("notes", []) if n not in notes]
+                counts = {"num_real": record["num_real"], "num_fake": record["num_fake"]}
+            rows.append({"arch": arch, "checkpoint": fraction, "run": str(run), "snapshot": str(snapshot), "kimg": kimg,
+                         "resolution": int(G.resolution), "train_seconds": round(train_seconds(run, kimg), 1),
+                         **counts, "results": results, "notes": notes})
         z, _ = gan_loop.fixed_latents(G, 64, config.seed, device)
         panels.append((arch, gan_loop.generate_grid(G, z, None).cpu()))
-        rows.append({"arch": arch, "run": str(run), "snapshot": str(snapshot), "kimg": runs.load_training_state(snapshot)["nimg"] / 1000,
-                     "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
-                     **counts, "results": results, "notes": notes})
-    document = {"config": runs.to_jsonable(config), "store": str(store.path), "rows": rows}
-    runs.atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
-    runs.atomic_write_bytes(out / "table.md", format_markdown(rows).encode())
-    document["figure"] = str(write_figure(out / "comparison.png", panels))
-    document["table"] = str(out / "table.md")
-    return document
+    document = {"config": runs.to_jsonable(config), "store": str(store.path), "checkpoints": rows}
+    return write_outputs(out, document, [], panels)
 
 
-__all__ = ["ARCHS", "DEFAULT_METRICS", "CompareConfig", "compare", "train_config", "format_markdown", "write_figure"]
+__all__ = ["ARCHS", "CHECKPOINTS", "DEFAULT_METRICS", "CompareConfig", "EvaluationCache", "check_budget",
+           "checkpoint_snapshots", "compare", "final_rows", "finished_run", "format_markdown", "train_config",
+           "train_seconds", "write_curves", "write_figure", "write_outputs"]

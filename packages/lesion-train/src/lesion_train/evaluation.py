@@ -339,12 +339,18 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines + [f"note: {n}" for n in notes])
 
 
-def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: list[str] | None = None) -> None:
-    """A small line chart (metric against kimg) drawn with PIL; ``labels`` are written above the points."""
+CURVE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def curve_image(title: str, series: dict[str, list[tuple[float, float]]],
+                labels: dict[str, list[str]] | None = None) -> Image.Image:
+    """A small line chart of metric against kimg drawn with PIL: one coloured line per series (a
+    legend names them when there are several); ``labels`` are written above each series' points."""
     width, height, margin = 420, 260, 48
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    points = [p for values in series.values() for p in values if math.isfinite(p[1])]
+    xs, ys = [p[0] for p in points] or [0], [p[1] for p in points] or [0.0]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys)
     if math.isclose(y0, y1):
@@ -358,16 +364,27 @@ def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: 
     draw.text((margin, 12), title, fill="black")
     draw.text((4, margin - 6), f"{y1:.4g}", fill="black")
     draw.text((4, height - margin - 6), f"{y0:.4g}", fill="black")
-    draw.text((margin, height - margin + 8), f"{x0} kimg", fill="black")
-    draw.text((width - margin - 40, height - margin + 8), f"{x1} kimg", fill="black")
-    pts = [xy(x, y) for x, y in points]
-    if len(pts) > 1:
-        draw.line(pts, fill="#1f77b4", width=2)
-    for i, (px, py) in enumerate(pts):
-        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill="#1f77b4")
-        if labels:
-            draw.text((px - 12, py - 16), labels[i], fill="#555")
-    image.save(path)
+    draw.text((margin, height - margin + 8), f"{x0:g} kimg", fill="black")
+    draw.text((width - margin - 40, height - margin + 8), f"{x1:g} kimg", fill="black")
+    for index, (name, values) in enumerate(series.items()):
+        colour = CURVE_COLOURS[index % len(CURVE_COLOURS)]
+        texts = labels.get(name) if labels else None
+        # A NaN (SWD of flat images) is left out of the line.
+        kept = [(xy(x, y), texts[i] if texts else None) for i, (x, y) in enumerate(values) if math.isfinite(y)]
+        if len(kept) > 1:
+            draw.line([p for p, _ in kept], fill=colour, width=2)
+        for (px, py), text in kept:
+            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+            if text:
+                draw.text((px - 12, py - 16), text, fill="#555")
+        if len(series) > 1:
+            draw.text((margin + 80 * index, height - 18), name, fill=colour)
+    return image
+
+
+def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: list[str] | None = None) -> None:
+    """One series as ``curve_image`` draws it, saved to ``path``."""
+    curve_image(title, {title: points}, {title: labels} if labels else None).save(path)
 
 
 def write_report(directory: Path, records: list[dict], samples: dict[str, torch.Tensor], kind: str) -> Path:

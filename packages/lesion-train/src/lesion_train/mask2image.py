@@ -507,29 +507,20 @@ def synthesize(model: str | Path, masks_dir: str | Path, out: str | Path, class_
     if variations > 1 and not G.stochastic:
         raise SynthesisError(f"{loaded.directory}: {type(G).__name__} without a noise source is deterministic; "
                              "--variations needs --arch ours (feature encoder) or pix2pix (dropout)")
-    if isinstance(G, UNetGenerator):
-        G.enable_dropout()
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    images, all_masks, all_labels, files, rows = [], [], [], [], []
-    for k in range(variations):
-        generator = torch.Generator().manual_seed(seed * 1000 + k)
-        torch.manual_seed(seed * 1000 + k)  # pix2pix's dropout draws from the global stream
-        for start in range(0, len(names), batch_size):
-            m = masks[start : start + batch_size].to(dev)
-            lab = labels[start : start + batch_size].to(dev)
-            fake = G(label_input(m, lab, len(class_names)), generator=generator).float().cpu()
-            pixels = runs.to_uint8(fake).permute(0, 2, 3, 1).numpy()
-            for i, array in enumerate(pixels):
-                name, label = names[start + i], class_names[int(lab[i])]
-                file = out / "images" / f"{name}__{label}__v{k}.png"
-                tmp = file.with_name(f".{file.name}.tmp.png")
-                Image.fromarray(array).save(tmp)
-                tmp.replace(file)
-                files.append(file)
-                rows.append({"image": f"images/{file.name}", "mask": f"masks/{name}.png", "class": label, "variation": k})
-            images.append(fake), all_masks.append(m.cpu()), all_labels.append(lab.cpu())
+    fakes = generate(G, masks, labels, len(class_names), variations, seed, batch_size)
+    files, rows = [], []
+    for k, variation in enumerate(fakes):
+        for name, label, array in zip(names, labels, runs.to_uint8(variation).permute(0, 2, 3, 1).numpy()):
+            label = class_names[int(label)]
+            file = out / "images" / f"{name}__{label}__v{k}.png"
+            tmp = file.with_name(f".{file.name}.tmp.png")
+            Image.fromarray(array).save(tmp)
+            tmp.replace(file)
+            files.append(file)
+            rows.append({"image": f"images/{file.name}", "mask": f"masks/{name}.png", "class": label, "variation": k})
     for name, m in zip(names, masks):
         Image.fromarray((m[0].numpy() * 255).astype("uint8")).save(out / "masks" / f"{name}.png")
     with open(out / ".synthesized.csv.tmp", "w", newline="") as handle:
@@ -537,7 +528,27 @@ def synthesize(model: str | Path, masks_dir: str | Path, out: str | Path, class_
         writer.writeheader()
         writer.writerows(rows)
     (out / ".synthesized.csv.tmp").replace(out / "synthesized.csv")
-    return SynthesisResult(out, torch.cat(images), torch.cat(all_masks), torch.cat(all_labels), files, class_names)
+    return SynthesisResult(out, fakes.flatten(0, 1), masks.repeat(variations, 1, 1, 1), labels.repeat(variations),
+                           files, class_names)
+
+
+@torch.inference_mode()
+def generate(G, masks: torch.Tensor, labels: torch.Tensor, num_classes: int, variations: int = 1, seed: int = 0,
+             batch_size: int = 8) -> torch.Tensor:
+    """``variations`` images per mask (masks (N, 1, R, R) {0, 1}, labels (N,)): (variations, N, 3, R, R)
+    in [-1, 1] on the CPU. Variation k is seeded by (seed, k): the feature encoder's bank draws from
+    its own generator, pix2pix's dropout (on at test time, as published) from the global stream."""
+    if isinstance(G, UNetGenerator):
+        G.enable_dropout()
+    device = next(G.parameters()).device
+    out = []
+    for k in range(variations):
+        generator = torch.Generator().manual_seed(seed * 1000 + k)
+        torch.manual_seed(seed * 1000 + k)
+        out.append(torch.cat([
+            G(label_input(masks[i : i + batch_size].to(device), labels[i : i + batch_size].to(device), num_classes),
+              generator=generator).float().cpu() for i in range(0, len(masks), batch_size)]))
+    return torch.stack(out)
 
 
 @torch.no_grad()
@@ -562,5 +573,5 @@ def class_fidelity(classifier, images: torch.Tensor, labels: torch.Tensor, class
 
 
 __all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "SynthesisError",
-           "SynthesisResult", "build_networks", "demo_overrides", "label_input", "load_generator", "lr_factor",
+           "SynthesisResult", "build_networks", "demo_overrides", "generate", "label_input", "load_generator", "lr_factor",
            "read_masks", "classes_from_csv", "synthesize", "train_mask2image", "class_fidelity"]
