@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = sorted(p.name for p in (ROOT / "apps").iterdir() if (p / "__main__.py").is_file())
-TRAINERS = ("pggan_train", "mask2image_train", "segmenter_train", "augment_eval", "compare_unconditional")
+TRAINERS = ("pggan_train", "mask2image_train", "segmenter_train", "augment_eval", "compare_unconditional",
+            "compare_translation")
 
 
 # Each app's __main__ run as `python apps/NAME -h` runs it, all in one subprocess: torch is imported once.
@@ -60,6 +61,10 @@ DRY_RUNS = {
     "compare_unconditional": (["--kimg", "2", "--archs", "pggan,lapgan", "--set", "lapgan.ngf=8"],
                               lambda c: c["compare"]["budget_kimg"] == 2 and set(c["runs"]) == {"pggan", "lapgan"}
                               and c["runs"]["lapgan"]["loop"]["total_kimg"] == 2),
+    "compare_translation": (["--kimg", "2", "--archs", "ours,spade", "--ngf", "8", "--set", "spade.lr_d=0.001"],
+                            lambda c: c["compare"]["checkpoints"] == [0.25, 0.5, 1.0] and set(c["runs"]) == {"ours", "spade"}
+                            and {(r["total_kimg"], r["ngf"], r["tick_kimg"]) for r in c["runs"].values()} == {(2, 8, 0.5)}
+                            and c["runs"]["spade"]["lr_d"] == 0.001),
 }
 
 

@@ -164,7 +164,8 @@ class EvaluationCache:
 
 
 def _labelled(grid: np.ndarray, label: str) -> Image.Image:
-    image = Image.new("RGB", (grid.shape[1], grid.shape[0] + 16), "white")
+    text_width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label)) + 8  # a narrow column still shows its label
+    image = Image.new("RGB", (max(grid.shape[1], text_width), grid.shape[0] + 16), "white")
     image.paste(Image.fromarray(grid), (0, 16))
     ImageDraw.Draw(image).text((4, 2), label, fill="black")
     return image
@@ -244,7 +245,7 @@ def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
 def write_curves(path: Path, checkpoints: list[dict]) -> Path:
     """One panel per result (``evaluation.curve_image``), one line per architecture: metric against kimg."""
     panels = []
-    for column in _columns(checkpoints):
+    for column in [c for c in _columns(checkpoints) if "real" not in c]:  # real-only references are one value
         series: dict[str, list[tuple[float, float]]] = {}
         labels: dict[str, list[str]] = {}
         for row in sorted(checkpoints, key=lambda r: r["kimg"]):
