@@ -57,12 +57,17 @@ def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path, monkeypatch
     for row in doc["rows"]:
         # (swd_avg can be NaN when a barely trained generator outputs flat images: SWD normalises patches)
         assert row["kimg"] == 0.128 and row["results"]["swd_32"] > 0 and 0 < row["results"]["msssim"] <= 1
+    # One snapshot (at the budget) is nearest every checkpoint: one row per arch, its curve one point.
+    assert [(r["arch"], r["checkpoint"]) for r in doc["checkpoints"]] == [(a, 1.0) for a in ("pggan", "dcgan", "lapgan")]
+    assert Image.open(out / "curves.png").width > 0
     figure = Image.open(out / "comparison.png")
     assert figure.width > 4 * 8 * 32 and figure.height > 8 * 32  # reals + three 8x8 grids side by side
-    # A re-run reuses the finished trainings (no new run directories).
+    # A re-run reuses the finished trainings (no new run directories) and the recorded evaluations.
     before = sorted(p.name for p in (out / "runs").iterdir())
+    evaluated = (out / "evaluations.jsonl").read_text()
     again = CliRunner().invoke(load_app("compare_unconditional").main, args, catch_exceptions=False)
     assert again.exit_code == 0 and sorted(p.name for p in (out / "runs").iterdir()) == before
+    assert (out / "evaluations.jsonl").read_text() == evaluated
     # The Inception metrics (a stand-in extractor here): the real features are extracted once and
     # shared by the three architectures through the disk cache; FID's bias is stated in the table.
     extracted = []
