@@ -83,7 +83,7 @@ class TranslationCompareConfig:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     test_fraction: float = 0.2  # real images per class held out: synthesized from, never trained on
     val_fraction: float = 0.1  # real images per class for the classifier's early stopping
-    n: int = 1000  # test masks synthesized from (at most this many)
+    n: int = 64  # held-out masks synthesized from (at most this many; FID and KID need more on real data)
     variations: int = 4  # images per mask for the diversity of variations
     variation_masks: int = 16  # test masks whose variations are compared
     segmenter_kimg: float = 2.0  # training length of the mask-consistency segmenter
