@@ -38,7 +38,7 @@ def test_checkpoints_are_the_snapshots_nearest_each_fraction_by_images_seen(tmp_
 
 def test_table_and_curves_show_every_checkpoint(tmp_path):
     rows = [{"arch": arch, "checkpoint": f, "kimg": 4 * f, "resolution": 32, "train_seconds": 60 * f,
-             "num_real": 10, "num_fake": 10, "results": {"swd_avg": value, "msssim_real": 0.4}, "notes": []}
+             "num_real": 10, "num_fake": 10, "results": {"swd_avg": value, "msssim_real": 0.4, "kid_std": 0.0}, "notes": []}
             for arch, values in (("a", (3.0, 2.0, 1.0)), ("b", (2.5, 2.2, 2.1))) for f, value in zip((0.25, 0.5, 1.0), values)]
     table = compare.format_markdown(rows, ["a note"])
     final, every = table.split("Every checkpoint")
@@ -47,7 +47,7 @@ def test_table_and_curves_show_every_checkpoint(tmp_path):
     assert [line.split(" | ")[1] for line in blocks] == ["1", "1", "2", "2", "4", "4"]  # grouped by checkpoint
     assert "- a note" in table
     path = compare.write_curves(tmp_path / "curves.png", rows)
-    assert Image.open(path).size == (420, 260)  # one panel: swd_avg (the real-only reference is left out)
+    assert Image.open(path).size == (420, 260)  # one panel: swd_avg (no real-only reference, no spread)
 
 
 def test_diversity_of_variations():

@@ -245,7 +245,8 @@ def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
 def write_curves(path: Path, checkpoints: list[dict]) -> Path:
     """One panel per result (``evaluation.curve_image``), one line per architecture: metric against kimg."""
     panels = []
-    for column in [c for c in _columns(checkpoints) if "real" not in c]:  # real-only references are one value
+    # Real-only references are one value, a spread (kid_std) is no ranking.
+    for column in [c for c in _columns(checkpoints) if "real" not in c and not c.endswith("_std")]:
         series: dict[str, list[tuple[float, float]]] = {}
         labels: dict[str, list[str]] = {}
         for row in sorted(checkpoints, key=lambda r: r["kimg"]):

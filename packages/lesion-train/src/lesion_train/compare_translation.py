@@ -19,7 +19,7 @@ Per architecture and checkpoint (the snapshot nearest each fraction of the budge
   diagnosis, overall and per class (ceiling: the classifier on the real test images);
 - diversity of variations: mean MS-SSIM over all pairs of ``variations`` images of one mask
   (lower = more diverse; 1 for a generator without a noise source: pix2pixHD without the feature
-  encoder, SPADE without its VAE).
+  encoder, SPADE without its VAE, pix2pix below 64 px, whose U-Net has no dropout level there).
 
 Resumable as ``compare_unconditional``: finished trainings and the recorded evaluations
 (``evaluations.jsonl``) are reused, as are the split stores, the segmenter and the classifier.
@@ -242,6 +242,8 @@ def evaluate_checkpoint(config: TranslationCompareConfig, snapshot: Path, splits
     if config.variations >= 2:
         results["variation_msssim"] = variation_msssim(
             mask2image.generate(G, masks[:k], labels[:k], len(splits.class_names), config.variations, config.seed))
+        if not G.stochastic:
+            notes.append(f"{type(G).__name__} has no noise source at {res} px: its variations are one image")
     return results, notes, fakes[:8]
 
 
