@@ -47,6 +47,7 @@ from lesion_train.evaluation import EvaluateConfig, curve_image, evaluate, load_
 ARCHS = ("pggan", *baselines.ARCHS)
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid", "pr")
 CHECKPOINTS = (0.25, 0.5, 1.0)
+MIN_METRIC_RESOLUTION = 16  # SWD's pyramid and MS-SSIM's five scales start there
 
 
 @dataclasses.dataclass
@@ -232,7 +233,7 @@ def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
     """The table at the full budget, then every checkpoint (grouped by fraction of the budget, so
     each block is a ranking at that point), then the notes."""
     rows = final_rows(checkpoints)
-    columns = _columns(checkpoints)
+    columns = _columns(rows + checkpoints)  # the full budget's order (an early PGGAN snapshot lacks levels)
     lines = _table(rows, columns)
     fractions = sorted({row["checkpoint"] for row in checkpoints})
     if len(checkpoints) > len(rows):
@@ -292,13 +293,17 @@ def compare(config: CompareConfig) -> dict:
     real = torch.from_numpy(store.images(config.resolution)[:64].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
     panels: list[tuple[str, torch.Tensor]] = [("real", real)]
     cache = EvaluationCache(out / "evaluations.jsonl")
-    rows = []
+    rows, skipped = [], []
     for arch in config.archs:
         run = _train(config, arch)
         for fraction, snapshot, kimg in checkpoint_snapshots(run, config.budget_kimg, config.checkpoints):
             G = load_generator(snapshot / "G_ema", device)
             if fraction == max(config.checkpoints) and int(G.resolution) != config.resolution:
                 raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
+            if G.resolution < MIN_METRIC_RESOLUTION:
+                skipped.append(f"{arch} at {kimg:g} kimg ({fraction:g} of the budget) is still at {G.resolution} px, "
+                               f"below the {MIN_METRIC_RESOLUTION} px SWD and MS-SSIM need: left out")
+                continue
             keys = {metric: {"arch": arch, "snapshot": str(snapshot), "nimg": round(kimg * 1000), "metric": metric,
                              "n": config.n, "seed": config.seed} for metric in config.metrics}
             pending = tuple(metric for metric, key in keys.items() if cache.get(key) is None)
@@ -319,7 +324,7 @@ def compare(config: CompareConfig) -> dict:
         z, _ = gan_loop.fixed_latents(G, 64, config.seed, device)
         panels.append((arch, gan_loop.generate_grid(G, z, None).cpu()))
     document = {"config": runs.to_jsonable(config), "store": str(store.path), "checkpoints": rows}
-    return write_outputs(out, document, [], panels)
+    return write_outputs(out, document, skipped, panels)
 
 
 __all__ = ["ARCHS", "CHECKPOINTS", "DEFAULT_METRICS", "CompareConfig", "EvaluationCache", "check_budget",
