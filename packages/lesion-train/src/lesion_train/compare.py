@@ -246,16 +246,16 @@ def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
 def write_curves(path: Path, checkpoints: list[dict]) -> Path:
     """One panel per result (``evaluation.curve_image``), one line per architecture: metric against kimg."""
     panels = []
+    archs = list(dict.fromkeys(row["arch"] for row in checkpoints))  # one colour per arch in every panel
+    ordered = sorted(checkpoints, key=lambda r: r["kimg"])
+    # Resolutions are written above the points only where they differ (a growing PGGAN).
+    varying = len({row["resolution"] for row in checkpoints}) > 1
     # Real-only references are one value, a spread (kid_std) is no ranking.
-    for column in [c for c in _columns(checkpoints) if "real" not in c and not c.endswith("_std")]:
-        series: dict[str, list[tuple[float, float]]] = {}
-        labels: dict[str, list[str]] = {}
-        for row in sorted(checkpoints, key=lambda r: r["kimg"]):
-            if column in row["results"]:
-                series.setdefault(row["arch"], []).append((row["kimg"], row["results"][column]))
-                labels.setdefault(row["arch"], []).append(f"{row['resolution']}px")
-        # Resolutions are written above the points only where they differ (a growing PGGAN).
-        varying = len({row["resolution"] for row in checkpoints}) > 1
+    for column in [c for c in _columns(final_rows(checkpoints) + checkpoints) if "real" not in c and not c.endswith("_std")]:
+        series = {arch: [(r["kimg"], r["results"][column]) for r in ordered if r["arch"] == arch and column in r["results"]]
+                  for arch in archs}
+        labels = {arch: [f"{r['resolution']}px" for r in ordered if r["arch"] == arch and column in r["results"]]
+                  for arch in archs}
         panels.append(curve_image(column, series, labels if varying else None))
     per_row = 3
     width, height = panels[0].size
