@@ -75,7 +75,7 @@ TINY = ["--kimg", "0.064", "--phantoms", "64", "--metrics", "swd,msssim", "--seg
         "--classifier-kimg", "0.064", "--variations", "2", "--variation-masks", "4", "--threads", "1", "--quiet"]
 
 
-@pytest.mark.slow  # ~40 s: four trainings, a segmenter and a classifier
+@pytest.mark.slow  # 20-60 s: four trainings, a segmenter and a classifier
 def test_app_on_phantoms_writes_table_json_figures_and_resumes(tmp_path, load_app):
     out = tmp_path / "cmp"
     result = CliRunner().invoke(load_app("compare_translation").main, [*TINY, "--out", str(out)], catch_exceptions=False)
@@ -111,7 +111,7 @@ def test_app_on_phantoms_writes_table_json_figures_and_resumes(tmp_path, load_ap
 ISIC = os.environ.get("LESION_SAMPLE_ISIC2017")
 
 
-@pytest.mark.slow  # ~1-2 min: prepares the sample at 32 px, then as above
+@pytest.mark.slow  # 5-20 s: prepares the sample at 32 px, then as above with two architectures
 @pytest.mark.skipif(not ISIC or not Path(ISIC).is_dir(), reason="LESION_SAMPLE_ISIC2017 not set")
 def test_app_on_the_isic_sample(tmp_path, load_app):
     out = tmp_path / "cmp"
