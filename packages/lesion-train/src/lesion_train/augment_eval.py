@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lesion_data import CLASS_NAMES
+from lesion_data.prepare import open_or_prepare
 from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics.auc import isic2017_scores, mean_ci
 from lesion_models.classifier import ARCHITECTURES
@@ -119,14 +120,7 @@ def split_indices(labels: np.ndarray, test_fraction: float, val_fraction: float,
 
 
 def open_real(config: AugmentEvalConfig) -> PreparedStore:
-    if config.data is None:
-        from lesion_data.phantom import phantom_store
-
-        return PreparedStore(phantom_store(resolution=config.resolution, n=config.phantom_n, seed=0))
-    store = PreparedStore(config.data)
-    if config.resolution not in store.resolutions:
-        raise StoreError(f"{store.path}: no {config.resolution}px level (has {store.resolutions})")
-    return store
+    return open_or_prepare(config.data, config.resolution, phantom_count=config.phantom_n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,9 +295,7 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: synthetic source not found (folder, CSV, store, generator or phantom:SEED)")
     if (path / "manifest.json").is_file():
-        store = PreparedStore(path)
-        if resolution not in store.resolutions:
-            raise StoreError(f"{path}: no {resolution}px level (has {store.resolutions})")
+        store = open_or_prepare(path, resolution)
         return PoolSource(np.asarray(store.images(resolution)), store.labels, str(path))
     model_dir = _generator_dir(path)
     if model_dir is not None:
@@ -313,14 +305,11 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
         return GeneratorSource(load_pretrained(model_dir, device), resolution, device, str(model_dir))
     from lesion_data.readers import open_source
 
-    source = open_source(path, "folder")
-    if not source.class_names:
+    if not open_source(path, "folder").class_names:
         raise ValueError(f"{path}: synthetic images must sit in one subfolder per class ({', '.join(class_names)})")
-    if source.problems:
-        raise ValueError(f"{len(source.problems)} problem(s) in {path}, first: {source.problems[0]}")
-    names = [_class_index(name, class_names) for name in source.class_names]
-    labels = np.array([names[r.label] for r in source.records])
-    return PoolSource(_decode([r.image for r in source.records], resolution), labels, str(path))
+    store = open_or_prepare(path, resolution, layout="folder")
+    names = np.array([_class_index(name, class_names) for name in store.class_names])
+    return PoolSource(np.asarray(store.images(resolution)), names[store.labels], str(path))
 
 
 def _generator_dir(path: Path) -> Path | None:
@@ -403,7 +392,7 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
         raise StoreError(f"{store.path}: {(real_labels < 0).sum()} images have no label; a labelled store is needed")
     test_images = test_labels = None
     if config.test_data:
-        test_store = PreparedStore(config.test_data)
+        test_store = open_or_prepare(config.test_data, config.resolution)
         test_images, test_labels = np.asarray(test_store.images(config.resolution)), np.asarray(test_store.labels)
     split = split_indices(real_labels, config.test_fraction, config.val_fraction, config.real_train,
                           config.split_seed, with_test=test_images is None)

@@ -28,7 +28,8 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from lesion_data.store import PreparedStore, StoreError, prepare_store
+from lesion_data.prepare import open_or_prepare
+from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
@@ -70,41 +71,19 @@ def _cache_root(config: EvaluateConfig) -> Path:
     return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
 
 
-def _tree_fingerprint(path: Path) -> str:
-    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
-    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
-
-
 def open_store(path: Path, resolution: int, cache: Path, progress: bool) -> PreparedStore:
-    """A prepared store as is, else the folder prepared at ``resolution`` into ``cache`` (keyed by the
-    folder's file list, sizes and times, so a dataset is prepared once)."""
-    if not path.exists():
-        raise EvaluationError(f"{path}: does not exist")
-    if (path / "manifest.json").is_file():
-        try:
-            return PreparedStore(path)
-        except StoreError as error:
-            raise EvaluationError(str(error)) from None
-    if not path.is_dir():
-        raise EvaluationError(f"{path}: neither a prepared store nor a folder of images")
-    out = cache / "stores" / f"{_tree_fingerprint(path)}-{resolution}"
-    if out.is_dir():
-        return PreparedStore(out)
+    """``lesion_data.prepare.open_or_prepare`` with its errors as one-line EvaluationErrors."""
     try:
-        prepare_store(path, out, resolution, progress=progress)
-        return PreparedStore(out)
+        return open_or_prepare(path, resolution, cache=cache, progress=progress)
     except StoreError as error:  # includes PrepareError with one line per bad file
         problems = getattr(error, "problems", [])
         detail = f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "") if problems else ""
-        raise EvaluationError(f"{path}: {error}{detail}") from None
+        raise EvaluationError(f"{error}{detail}") from None
     except (ValueError, OSError) as error:
         raise EvaluationError(f"{path}: {error}") from None
 
 
 def store_source(store: PreparedStore, resolution: int, limit: int, name: str, batch_size: int) -> ImageSource:
-    if resolution not in store.resolutions:
-        raise EvaluationError(f"{store.path}: has no {resolution} px level (has {store.resolutions}); "
-                              f"prepare the real data at {resolution} px or more")
     images = store.images(resolution)[:limit]
     key = f"{store.manifest.get('content_hash', store.path)}:{resolution}"
     return ImageSource.from_array(images, name, batch_size, cache_key=key)

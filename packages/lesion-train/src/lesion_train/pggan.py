@@ -23,16 +23,14 @@ rotations (dermoscopy has no canonical orientation; the official default is no m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lesion_data.loader import StoreBatches
-from lesion_data.phantom import default_cache_root, phantom_store
-from lesion_data.store import PreparedStore, StoreError, prepare_store
+from lesion_data.prepare import open_or_prepare
+from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics.losses import adversarial
 from lesion_models.pggan import PGGANConfig, PGGANDiscriminator, PGGANGenerator
 
@@ -349,35 +347,13 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
 # Data and the entry point.
 
 
-def resolve_store(config: PGGANTrainConfig, env: DistEnv) -> PreparedStore:
-    """The prepared store to train on: phantoms by default, a prepared store as given, or a raw
-    dataset folder prepared once into the cache (the loop never decodes JPEGs)."""
-    if config.data is None:
-        path = phantom_store(resolution=config.resolution, n=config.phantom_count, seed=0)
-    else:
-        path = Path(config.data)
-        try:
-            PreparedStore(path)
-        except StoreError:
-            if not path.is_dir():
-                raise StoreError(f"{path}: neither a prepared store nor a dataset folder") from None
-            path = _prepare_raw(path, config.resolution, env)
-    store = PreparedStore(path)
-    if config.resolution not in store.resolutions:
-        raise StoreError(f"{store.path}: has levels {store.resolutions}, not the {config.resolution} px asked for")
-    return store
-
-
-def _prepare_raw(source: Path, resolution: int, env: DistEnv) -> Path:
-    digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:10]
-    out = default_cache_root() / f"prepared-{source.resolve().name}-{digest}-r{resolution}"
+def resolve_store(config, env: DistEnv) -> PreparedStore:
+    """The prepared store to train on (``lesion_data.prepare.open_or_prepare``): the main rank
+    prepares a dataset folder once while the others wait, so the loop never decodes JPEGs."""
     if env.is_main:
-        try:
-            PreparedStore(out)
-        except StoreError:
-            prepare_store(source, out, resolution=resolution)
+        open_or_prepare(config.data, config.resolution, phantom_count=config.phantom_count)
     barrier()
-    return out
+    return open_or_prepare(config.data, config.resolution, phantom_count=config.phantom_count, progress=False)
 
 
 def train_pggan(config: PGGANTrainConfig) -> gan_loop.RunResult:
