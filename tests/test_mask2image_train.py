@@ -15,6 +15,7 @@ from PIL import Image
 
 from lesion_train import runs
 from lesion_train.distributed import DistEnv
+from lesion_train.setup import apply_overrides
 from lesion_train.mask2image import (
     ARCHS,
     Mask2ImageConfig,
@@ -27,8 +28,12 @@ from lesion_train.mask2image import (
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = dict(resolution=32, phantom_count=24, batch_size=2, ngf=4, ndf=4, n_blocks=1, tick_kimg=0.004,
-            snapshot_ticks=1, grid_size=4, threads=1)
+TINY = {"resolution": 32, "phantom_count": 24, "batch_size": 2, "ngf": 4, "ndf": 4, "n_blocks": 1, "tick_kimg": 0.004,
+        "loop.snapshot_ticks": 1, "loop.grid_size": 4, "loop.cpu_threads": 1}
+
+
+def tiny(**overrides) -> Mask2ImageConfig:
+    return apply_overrides(Mask2ImageConfig(), {**TINY, **overrides})
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +61,7 @@ def test_lr_is_constant_then_decays_linearly_to_zero():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_one_step_of_every_arch_updates_both_networks(arch):
     torch.manual_seed(0)
-    config = Mask2ImageConfig(arch=arch, **{k: v for k, v in TINY.items() if k not in ("threads",)})
+    config = tiny(arch=arch)
     trainer = Mask2ImageTrainer(config, num_classes=3, env=DistEnv())
     before_g = [p.detach().clone() for p in trainer.G.parameters()]
     before_d = [p.detach().clone() for p in trainer.D.parameters()]
@@ -72,9 +77,9 @@ def test_one_step_of_every_arch_updates_both_networks(arch):
 
 
 def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
-    whole = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.008, run_root=str(tmp_path / "a")))
-    half = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path / "b")))
-    resumed = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.008, resume=str(half.run_dir)))
+    whole = train_mask2image(tiny(**{"loop.total_kimg": 0.008, "loop.run_root": str(tmp_path / "a")}))
+    half = train_mask2image(tiny(**{"loop.total_kimg": 0.004, "loop.run_root": str(tmp_path / "b")}))
+    resumed = train_mask2image(tiny(**{"loop.total_kimg": 0.008, "loop.resume": str(half.run_dir)}))
     assert resumed.run_dir == half.run_dir and resumed.kimg == whole.kimg == 0.008
     log = runs.JsonlLog(half.run_dir / runs.LOG_NAME).read()
     assert [r["step"] for r in log] == [2, 4]
@@ -92,13 +97,13 @@ def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_resume_from_a_snapshot_of_the_old_trainer_says_so(tmp_path):
-    run = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path)))
+    run = train_mask2image(tiny(**{"loop.total_kimg": 0.004, "loop.run_root": str(tmp_path)}))
     path = run.final_snapshot / runs.STATE_NAME
     state = torch.load(path, weights_only=True)
     state["trainer"] = state.pop("recipe")  # the layout before mask2image trained through gan_loop
     torch.save(state, path)
     with pytest.raises(runs.ResumeError, match="older lesion-gan"):
-        train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.008, resume=str(run.run_dir)))
+        train_mask2image(tiny(**{"loop.total_kimg": 0.008, "loop.resume": str(run.run_dir)}))
 
 
 def test_train_app_smoke(tmp_path, monkeypatch):
@@ -179,7 +184,7 @@ def test_compiled_networks_give_eager_losses_and_gradients(tmp_path):
     trainers, terms = [], []
     for compile in (False, True):
         torch.manual_seed(0)
-        config = Mask2ImageConfig(compile=compile, **{k: v for k, v in TINY.items() if k != "threads"})
+        config = tiny(compile=compile)
         trainers.append(Mask2ImageTrainer(config, num_classes=3, env=DistEnv()))
         terms.append({k: v.item() for k, v in trainers[-1].step(batch).items()})
     assert isinstance(trainers[1].G_train, torch._dynamo.eval_frame.OptimizedModule)
@@ -190,7 +195,7 @@ def test_compiled_networks_give_eager_losses_and_gradients(tmp_path):
         for key, p in eager.items():
             atol = 1e-3 * p.grad.abs().max().item() + 1e-4
             torch.testing.assert_close(compiled[key].grad, p.grad, rtol=0, atol=atol, msg=f"{name}.{key}")
-    run = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path), compile=True))
+    run = train_mask2image(tiny(**{"loop.total_kimg": 0.004, "loop.run_root": str(tmp_path)}, compile=True))
     from lesion_models import load_pretrained
 
     for name in ("G", "D"):  # plain modules: no ``_orig_mod.`` prefixes from the compiled wrapper

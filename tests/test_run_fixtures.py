@@ -42,5 +42,6 @@ def test_old_pggan_run_resumes(tmp_path, load_app, one_thread):
 def test_old_mask2image_run_resumes(tmp_path, load_app, one_thread):
     run_dir, log = resume(tmp_path, load_app, "mask2image_train", "mask2image", ["--kimg", "0.012"])
     assert log[-1]["kimg"] == pytest.approx(0.012) and {"G_gan", "G_feat", "D_real"} <= set(log[-1])
-    options = json.loads((run_dir / runs.OPTIONS_NAME).read_text())
-    assert options["arch"] == "ours" and options["ngf"] == 2
+    options = json.loads((run_dir / runs.OPTIONS_NAME).read_text())  # rewritten in today's shape
+    assert options["arch"] == "ours" and options["ngf"] == 2 and options["loop"]["total_kimg"] == 0.012
+    assert options["loop"]["name"] == "mask2image" and options["loop"]["cpu_threads"] == 1

@@ -18,16 +18,17 @@ from lesion_data.store import StoreError
 from lesion_models import PretrainedLoadError
 from lesion_train import runs
 from lesion_train.mask2image import ARCHS, Mask2ImageConfig, demo_overrides, train_mask2image
+from lesion_train.setup import apply_overrides, load_run_config
 
 # click option name -> config field; None values mean "not given".
 FIELDS = {
-    "data": "data", "resolution": "resolution", "arch": "arch", "kimg": "total_kimg", "batch": "batch_size",
+    "data": "data", "resolution": "resolution", "arch": "arch", "kimg": "loop.total_kimg", "batch": "batch_size",
     "ngf": "ngf", "ndf": "ndf", "n_blocks": "n_blocks", "num_d": "num_d", "feat_num": "feat_num",
     "local_enhancers": "n_local_enhancers", "init_global": "init_global", "fix_global_kimg": "fix_global_kimg",
     "gan_mode": "gan_mode", "vgg_weights": "vgg_weights", "lr_g": "lr_g", "lr_d": "lr_d",
-    "tick_kimg": "tick_kimg", "snapshot_ticks": "snapshot_ticks", "seed": "seed", "device": "device",
-    "amp": "amp", "threads": "threads", "run_root": "run_root", "name": "name", "phantoms": "phantom_count",
-    "compile": "compile",
+    "tick_kimg": "tick_kimg", "snapshot_ticks": "loop.snapshot_ticks", "seed": "loop.seed", "device": "loop.device",
+    "amp": "loop.amp", "threads": "loop.cpu_threads", "run_root": "loop.run_root", "name": "loop.name",
+    "phantoms": "phantom_count", "compile": "compile",
 }
 
 
@@ -55,7 +56,7 @@ FIELDS = {
 @click.option("--seed", type=int)
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]))
-@click.option("--threads", type=int, help="torch CPU threads (demo default 1; else torch's default).")
+@click.option("--threads", type=int, help="torch CPU threads (demo default 1; else 0 = the idle cores).")
 @click.option("--compile/--no-compile", default=None, help="torch.compile G and D (for CUDA; the first step compiles).")
 @click.option("--run-root", help="Parent of run directories (runs).")
 @click.option("--name", help="Run name suffix.")
@@ -65,13 +66,10 @@ def main(resume, **options):
     given = {FIELDS[k]: v for k, v in options.items() if v is not None}
     try:
         if resume:
-            run_dir, _ = runs.resolve_resume(resume)
-            saved = runs.read_options(run_dir)
-            saved.pop("resolved", None)
-            config = Mask2ImageConfig(**{**saved, **given, "resume": resume})
+            config = load_run_config(resume, Mask2ImageConfig, {**given, "loop.resume": resume})
         else:
             base = {} if "data" in given else demo_overrides()
-            config = Mask2ImageConfig(**{**base, **given})
+            config = apply_overrides(Mask2ImageConfig(), {**base, **given})
         result = train_mask2image(config)
     except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, ValueError, TypeError) as error:
         raise click.ClickException(str(error).splitlines()[0]) from None

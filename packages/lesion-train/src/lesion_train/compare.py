@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lesion_train import baselines, gan_loop, pggan, runs
+from lesion_train import baselines, gan_loop, pggan, runs, setup
 from lesion_train.distributed import DistEnv, choose_device
 from lesion_train.evaluation import EvaluateConfig, evaluate, load_generator
 
@@ -82,7 +82,7 @@ def train_config(config: CompareConfig, arch: str):
     grow = int(math.log2(config.resolution) - math.log2(s.initial_resolution))
     if (s.stabilize_kimg + s.transition_kimg) * grow > config.budget_kimg:
         phase = config.budget_kimg / (2 * grow + 2 / 3)
-        train = pggan.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
+        train = setup.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
     return train
 
 
@@ -170,7 +170,7 @@ def compare(config: CompareConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)
-    store = pggan.resolve_store(train_config(config, config.archs[0]), DistEnv())
+    store = setup.open_data(train_config(config, config.archs[0]), DistEnv())
     real = torch.from_numpy(store.images(config.resolution)[:64].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
     panels: list[tuple[str, torch.Tensor]] = [("real", real)]
     rows = []

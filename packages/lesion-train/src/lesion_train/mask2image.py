@@ -36,23 +36,14 @@ from pathlib import Path
 
 import torch
 from lesion_data.labelmap import boundary_map, label_map, one_hot_label_map
-from lesion_data.loader import StoreBatches
 from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
 from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 
-from lesion_train import gan_loop, runs
-from lesion_train.distributed import (
-    DistEnv,
-    autocast,
-    grad_scaler,
-    init_distributed,
-    reuse_freed_memory,
-    shutdown_distributed,
-)
+from lesion_train import gan_loop, runs, setup
+from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
 from lesion_train.gan_loop import TwoPlayerOptim
-from lesion_train.pggan import resolve_store
 
 ARCHS = ("ours", "pix2pixhd", "pix2pix", "spade")
 
@@ -85,7 +76,6 @@ class Mask2ImageConfig:
     phantom_count: int = 2000
     resolution: int = 256
     batch_size: int = 8  # global, over all ranks
-    total_kimg: float = 200.0
     decay_start: float = 0.5  # fraction of training after which the lr decays linearly to 0
     augment: bool = True  # dihedral flips/rotations of image and mask together
     # Networks (faithful defaults; None = per-arch default).
@@ -106,20 +96,16 @@ class Mask2ImageConfig:
     lambda_vgg: float = 10.0
     lr_g: float | None = None
     lr_d: float | None = None
-    # Run.
     tick_kimg: float = 4.0
-    snapshot_ticks: int = 5
-    grid_size: int = 8  # label maps shown in each grid (each as label | real | fake)
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "off"
-    threads: int | None = None  # torch CPU threads (None: torch's default)
     compile: bool = False  # torch.compile G and D (inductor), for CUDA; on this CPU it made the step 2x slower
-    run_root: str = "runs"
-    name: str | None = None
-    resume: str | None = None
+    # Each step is its own phase (minibatch_repeats 1), so the learning rate decays step by step;
+    # an empty name becomes mask2image-<arch>; grids show ``grid_size`` label maps.
+    loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(
+        name="", total_kimg=200.0, minibatch_repeats=1, snapshot_ticks=5, grid_size=8))
 
     def __post_init__(self):
+        if isinstance(self.loop, dict):
+            self.loop = gan_loop.LoopConfig(**self.loop)
         if self.arch not in ARCHS:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
         if self.resolution < 32 or self.resolution & (self.resolution - 1):
@@ -132,14 +118,31 @@ class Mask2ImageConfig:
         value = getattr(self, name, None)
         return getattr(ARCH_DEFAULTS[self.arch], name) if value is None else value
 
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """Options of a run from before the nested ``loop``: its run fields move into ``loop``."""
+        if "loop" in options:
+            return options
+        options = dict(options)
+        loop = {new: options.pop(old) for old, new in _FLAT_LOOP_FIELDS.items() if old in options}
+        loop["cpu_threads"] = loop.get("cpu_threads") or 0  # None was torch's default; 0 = idle cores
+        loop["name"] = loop.get("name") or ""
+        return {**options, "loop": {"minibatch_repeats": 1, **loop}}
+
+
+# The flat run fields of older Mask2ImageConfig options -> their LoopConfig names.
+_FLAT_LOOP_FIELDS = {"total_kimg": "total_kimg", "snapshot_ticks": "snapshot_ticks", "grid_size": "grid_size",
+                     "seed": "seed", "device": "device", "amp": "amp", "threads": "cpu_threads",
+                     "run_root": "run_root", "name": "name", "resume": "resume"}
+
 
 def demo_overrides() -> dict:
     """The no-argument CPU demo: 64 px phantoms, narrow networks, a few minutes on two cores.
 
     One CPU thread: these small convolutions gain little from intra-op threads, and on a shared,
     oversubscribed CPU two spinning threads ran 30x slower than one in our measurement."""
-    return dict(resolution=64, phantom_count=1000, batch_size=4, total_kimg=0.8, ngf=16, ndf=16, n_blocks=3,
-                tick_kimg=0.2, snapshot_ticks=2, threads=1)
+    return {"resolution": 64, "phantom_count": 1000, "batch_size": 4, "ngf": 16, "ndf": 16, "n_blocks": 3,
+            "tick_kimg": 0.2, "loop.total_kimg": 0.8, "loop.snapshot_ticks": 2, "loop.cpu_threads": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         adam = dict(betas=self.arch.betas, fused=env.device.type in ("cpu", "cuda"))
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.resolved("lr_g"), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.resolved("lr_d"), **adam)
-        self.scaler_g, self.scaler_d = grad_scaler(env.device, config.amp), grad_scaler(env.device, config.amp)
+        self.scaler_g, self.scaler_d = grad_scaler(env.device, config.loop.amp), grad_scaler(env.device, config.loop.amp)
         self.gan_mode = config.resolved("gan_mode")
         self.lambda_feat, self.lambda_l1 = config.resolved("lambda_feat"), config.resolved("lambda_l1")
         self.vgg = losses.VGGPerceptualLoss(config.vgg_weights).to(env.device) if config.vgg_weights else None
@@ -229,6 +232,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         # The step calls the networks through these; ``models`` keeps the plain modules for snapshots.
         self.G_train, self.D_train = (torch.compile(m) if config.compile else m for m in (self.G, self.D))
         self.train_global, self.last_batch = True, None
+        self.grid_batch: dict[str, torch.Tensor] | None = None  # set by train_mask2image from the store
 
     def _load_global(self, directory: Path) -> None:
         """pix2pixHD's second stage: start the global part from a trained global generator."""
@@ -247,7 +251,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
 
     def phase(self, nimg: int) -> gan_loop.Phase:
         c = self.config
-        factor = lr_factor(nimg, int(c.total_kimg * 1000), c.decay_start)
+        factor = lr_factor(nimg, int(c.loop.total_kimg * 1000), c.decay_start)
         train_global = nimg >= c.fix_global_kimg * 1000 or not c.n_local_enhancers
         return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size, tick_kimg=c.tick_kimg,
                               lr_g=c.resolved("lr_g") * factor, lr_d=c.resolved("lr_d") * factor, key=(train_global,))
@@ -262,10 +266,21 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.last_batch = batch
         return self.step(batch, train_global=self.train_global)
 
+    def render_grid(self, path: Path) -> Path:
+        """label map | real | synthesized for the fixed ``grid_batch``."""
+        batch = self.last_batch
+        if getattr(self.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
+            self.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], self.num_classes))
+        return draw_grid(self.G, self.grid_batch, self.num_classes, path, self.config.loop.seed)
+
+    def resolved_options(self) -> dict:
+        return {**{f.name: getattr(self.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
+                "vgg_loss": "on" if self.config.vgg_weights else "off (no --vgg-weights file given)"}
+
     def step(self, batch: dict[str, torch.Tensor], train_global: bool = True) -> dict[str, torch.Tensor]:
         reals = batch["images"]
         x = label_input(batch["masks"], batch["labels"], self.num_classes)
-        with autocast(self.env.device, self.config.amp):
+        with autocast(self.env.device, self.config.loop.amp):
             fake = self.G_train(x, image=reals)
             pred_real = self.D_train(torch.cat([x, reals], 1))
             self.D.requires_grad_(False)
@@ -286,7 +301,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self._step(loss_g, self.opt_g, self.scaler_g, self.G)
         if not train_global:
             self.G.global_net.requires_grad_(True)
-        with autocast(self.env.device, self.config.amp):
+        with autocast(self.env.device, self.config.loop.amp):
             pred_fake_d = self.D_train(torch.cat([x, fake.detach()], 1))
             d_real = losses.gan_loss(pred_real, True, self.gan_mode, scales=self.arch.scales)
             d_fake = losses.gan_loss(pred_fake_d, False, self.gan_mode, scales=self.arch.scales)
@@ -297,8 +312,8 @@ class Mask2ImageTrainer(TwoPlayerOptim):
 
 
 def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch.Tensor]:
-    """The first ``grid_size`` images of the store (unaugmented): the same in every tick and resume."""
-    n = min(config.grid_size, len(store))
+    """The first ``loop.grid_size`` images of the store (unaugmented): the same in every tick and resume."""
+    n = min(config.loop.grid_size, len(store))
     res = config.resolution
     images = torch.from_numpy(store.images(res)[:n].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
     masks = torch.from_numpy(store.masks(res)[:n].copy()).unsqueeze(1).float()
@@ -307,7 +322,7 @@ def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch
 
 
 @torch.no_grad()
-def render_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
+def draw_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
     was_training = G.training
     G.eval()
     x = label_input(batch["masks"], batch["labels"], num_classes)
@@ -319,48 +334,22 @@ def render_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
 
 def train_mask2image(config: Mask2ImageConfig) -> gan_loop.RunResult:
     """Build everything from ``config`` and train through ``gan_loop`` (single process or torchrun)."""
-    env = init_distributed(config.device)
-    try:
-        if config.threads and env.device.type == "cpu":
-            torch.set_num_threads(config.threads)
-        torch.manual_seed(config.seed * 1000 + env.rank)
-        store = resolve_store(config, env)
+    if not config.loop.name:
+        config = setup.apply_overrides(config, {"loop.name": f"mask2image-{config.arch}"})
+
+    def build(store, env: DistEnv) -> Mask2ImageTrainer:
         if not store.has_masks:
             raise ValueError(f"{store.path}: has no masks; mask-to-image training needs segmentation masks")
         if (store.labels < 0).any():
             raise ValueError(f"{store.path}: {(store.labels < 0).sum()} images have no diagnosis; "
                              "label maps need one for every image")
-        num_classes = len(store.class_names)
-        trainer = Mask2ImageTrainer(config, num_classes, env)
-        loop = gan_loop.LoopConfig(total_kimg=config.total_kimg, minibatch_repeats=1, snapshot_ticks=config.snapshot_ticks,
-                                   grid_size=config.grid_size, seed=config.seed, device=config.device, amp=config.amp,
-                                   run_root=config.run_root, name=config.name or f"mask2image-{config.arch}",
-                                   resume=config.resume)
-
-        def batches(resolution: int, per_rank: int, seed: int) -> StoreBatches:
-            return StoreBatches(store, resolution, per_rank, seed=seed, rank=env.rank, world_size=env.world_size,
-                                augment=config.augment, with_masks=True, device=env.device)
-
-        grid_batch = fixed_grid_batch(store, config, env.device)
-
-        def render(path: Path) -> Path:
-            batch = trainer.last_batch
-            if getattr(trainer.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
-                trainer.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], num_classes))
-            return render_grid(trainer.G, grid_batch, num_classes, path, config.seed)
-
-        options = runs.to_jsonable(config)
-        options["resolved"] = {
-            "store": str(store.path), "class_names": list(store.class_names), "num_classes": num_classes,
-            "world_size": env.world_size, "device": str(env.device),
-            **{f.name: getattr(trainer.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
-            "vgg_loss": "on" if config.vgg_weights else "off (no --vgg-weights file given)",
-        }
+        trainer = Mask2ImageTrainer(config, len(store.class_names), env)
+        trainer.grid_batch = fixed_grid_batch(store, config, env.device)
         if env.is_main and not config.vgg_weights:
             print("mask2image: VGG19 perceptual loss is off (give --vgg-weights FILE to enable it)", file=sys.stderr)
-        return gan_loop.train(trainer, loop, options, batches, env, render_grid=render)
-    finally:
-        shutdown_distributed()
+        return trainer
+
+    return setup.train(config, build, with_masks=True)
 
 
 # ---------------------------------------------------------------------------------------------
