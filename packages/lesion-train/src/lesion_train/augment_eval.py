@@ -297,7 +297,10 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
     if (path / "manifest.json").is_file():
         store = open_or_prepare(path, resolution)
         return PoolSource(np.asarray(store.images(resolution)), store.labels, str(path))
-    model_dir = _generator_dir(path)
+    try:
+        model_dir = runs.find_model(path)
+    except runs.ResumeError:  # not a model: a folder of images
+        model_dir = None
     if model_dir is not None:
         from lesion_models import load_pretrained
 
@@ -310,18 +313,6 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
     store = open_or_prepare(path, resolution, layout="folder")
     names = np.array([_class_index(name, class_names) for name in store.class_names])
     return PoolSource(np.asarray(store.images(resolution)), names[store.labels], str(path))
-
-
-def _generator_dir(path: Path) -> Path | None:
-    """A model directory, or the EMA generator of a snapshot or of a run's newest snapshot."""
-    if (path / "config.json").is_file():
-        return path
-    snapshot = path if (path / runs.STATE_NAME).is_file() else runs.latest_snapshot(path)
-    if snapshot is not None:
-        for name in ("G_ema", "G"):
-            if (snapshot / name / "config.json").is_file():
-                return snapshot / name
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

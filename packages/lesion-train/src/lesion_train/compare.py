@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 
 from lesion_train import baselines, gan_loop, pggan, runs, setup
 from lesion_train.distributed import DistEnv, choose_device
-from lesion_train.evaluation import EvaluateConfig, evaluate, load_generator
+from lesion_train.evaluation import EvaluateConfig, evaluate, load_latent_generator
 
 ARCHS = ("pggan", *baselines.ARCHS)
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid", "pr")
@@ -178,7 +178,7 @@ def compare(config: CompareConfig) -> dict:
         started = time.time()
         run, train_seconds = _train(config, arch)
         snapshot = runs.latest_snapshot(run)
-        G = load_generator(snapshot / "G_ema", device)
+        G = load_latent_generator(snapshot / "G_ema", device)
         if int(G.resolution) != config.resolution:
             raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --budget-kimg")
         records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,

@@ -35,7 +35,8 @@ from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
 from lesion_train.runs import JsonlLog, image_grid, list_snapshots, to_uint8
-from lesion_train.sampling import compiled_for_inference, find_generator, for_inference, pad_batch
+from lesion_train.runs import find_model
+from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
 
@@ -143,7 +144,9 @@ def _scratch_array(shape: tuple[int, ...]) -> np.ndarray | None:
         return np.memmap(file, dtype=np.uint8, mode="w+", shape=shape)
 
 
-def load_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+def load_latent_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+    """The model in ``directory``, in eval mode, checked to be a latent-to-image generator
+    (``z_dim`` and ``resolution``); EvaluationError otherwise."""
     try:
         model = load_pretrained(directory, device)
     except PretrainedLoadError as error:
@@ -200,7 +203,7 @@ def _targets(config: EvaluateConfig) -> tuple[str, list[tuple[str, int | None, o
             raise EvaluationError(f"{path}: run directory without complete snapshots")
         return "run", [(s.name, int(s.name), s / "G_ema") for s in snapshots]
     if (path / "config.json").is_file() or (path / "G_ema" / "config.json").is_file():  # a model or a snapshot
-        return "model", [(path.name, None, find_generator(path))]
+        return "model", [(path.name, None, find_model(path, prefer=("G_ema",)))]
     if path.is_dir():
         return "folder", [(path.name, None, path)]
     raise EvaluationError(f"{path}: not a folder, model directory or run directory")
@@ -246,7 +249,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             resolution = config.resolution or fake_store.resolution
             fake = store_source(fake_store, resolution, config.n, "generated", config.batch_size)
         else:
-            generator = load_generator(Path(target), device)
+            generator = load_latent_generator(Path(target), device)
             resolution = config.resolution or int(generator.resolution)
             if resolution != int(generator.resolution):
                 raise EvaluationError(f"{target}: generates {generator.resolution} px, not --resolution {resolution}")

@@ -372,26 +372,17 @@ class LoadedGenerator:
 
 def load_generator(model: str | Path, resolution: int | None = None, device="cpu") -> LoadedGenerator:
     """A run directory (newest snapshot), a snapshot directory, or a generator directory."""
-    from lesion_data import CLASS_NAMES
     from lesion_models import load_pretrained
 
-    path = Path(model)
-    if (path / "config.json").is_file():
-        g_dir, run_dir = path, path.parent.parent.parent
-    else:
-        try:
-            run_dir, snapshot = runs.resolve_resume(path)
-        except runs.ResumeError as error:
-            raise SynthesisError(str(error)) from None
-        g_dir = snapshot / "G"
-    options = {}
-    if (run_dir / runs.OPTIONS_NAME).is_file():
-        options = runs.read_options(run_dir)
+    try:
+        g_dir = runs.find_model(model, prefer=("G",))
+    except runs.ResumeError as error:
+        raise SynthesisError(str(error)) from None
     G = load_pretrained(g_dir, device)
-    resolution = resolution or options.get("resolution")
+    resolution = resolution or runs.run_options_of(g_dir).get("resolution")
     if not resolution:
         raise SynthesisError(f"{g_dir}: not inside a run directory; give --resolution")
-    class_names = list(options.get("resolved", {}).get("class_names", CLASS_NAMES))
+    class_names = runs.class_names(g_dir)
     if G.config.label_nc != 1 + len(class_names):
         raise SynthesisError(f"{g_dir}: expects {G.config.label_nc - 1} classes, options name {class_names}")
     return LoadedGenerator(G, int(resolution), class_names, g_dir)

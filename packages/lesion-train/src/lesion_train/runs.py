@@ -209,6 +209,39 @@ def resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Models inside run directories.
+
+
+def find_model(path: str | os.PathLike, prefer: tuple[str, ...] = ("G_ema", "G")) -> Path:
+    """A model directory (``config.json``) as given; else the first of ``prefer`` in a snapshot, or
+    in a run's newest snapshot."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    is_snapshot = (path / STATE_NAME).is_file() or any((path / name / "config.json").is_file() for name in prefer)
+    snapshot = path if is_snapshot else latest_snapshot(path) if path.is_dir() else None
+    for name in prefer if snapshot is not None else ():
+        if (snapshot / name / "config.json").is_file():
+            return snapshot / name
+    raise ResumeError(f"{path}: not a model directory, snapshot or run with snapshots (with {' or '.join(prefer)})")
+
+
+def run_options_of(model_dir: str | os.PathLike) -> dict:
+    """The ``training_options.json`` of the run a model directory lies in ({} outside a run)."""
+    for parent in Path(model_dir).resolve().parents:
+        if (parent / OPTIONS_NAME).is_file():
+            return read_options(parent)
+    return {}
+
+
+def class_names(model_dir: str | os.PathLike) -> list[str]:
+    """The class names recorded by the run that trained the model, else the ISIC-2017 names."""
+    from lesion_data import CLASS_NAMES
+
+    return list(run_options_of(model_dir).get("resolved", {}).get("class_names") or CLASS_NAMES)
+
+
+# ---------------------------------------------------------------------------------------------
 # Image grids.
 
 
