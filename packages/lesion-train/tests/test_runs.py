@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import random
 
 import numpy as np
@@ -127,3 +128,17 @@ def test_find_model_and_class_names_resolve_one_way(tmp_path):
     assert runs.class_names(newest / "G") == ["nevus", "melanoma", "seborrheic_keratosis"]  # no options: ISIC-2017
     runs.write_options(run, {"resolved": {"class_names": ["a", "b"]}})
     assert runs.class_names(newest / "G") == ["a", "b"] and runs.run_options_of(newest / "G")["resolved"]
+
+
+def test_atomic_writes_publish_whole_files_or_nothing(tmp_path):
+    target = tmp_path / "sub" / "table.md"
+    runs.atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with runs.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n" and sorted(p.name for p in target.parent.iterdir()) == ["table.md"]
+    assert runs.temporary_name(target).name == f".table.md.tmp-{os.getpid()}.md"
+    image = runs.atomic_save_image(np.full((4, 6, 3), 200, np.uint8), tmp_path / "x.png")
+    assert Image.open(image).format == "PNG" and np.asarray(Image.open(image))[0, 0, 0] == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "x.png"]

@@ -27,7 +27,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -465,8 +464,8 @@ def summarise(run_dir: Path, config: AugmentEvalConfig) -> list[dict]:
             paired = [r["auc_mean"] - baseline[r["seed"]] for r in trials if r["seed"] in baseline]
             row["delta_auc_mean"] = mean_ci(paired) if paired and condition != "r0" else None
             rows.append(row)
-    (Path(run_dir) / "table.json").write_text(json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
-    (Path(run_dir) / "table.md").write_text(format_table(rows))
+    runs.atomic_write_text(Path(run_dir) / "table.json", json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
+    runs.atomic_write_text(Path(run_dir) / "table.md", format_table(rows))
     plot_auc_vs_ratio(rows, Path(run_dir) / "auc_vs_ratio.png")
     return rows
 
@@ -547,7 +546,4 @@ def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
             draw.text((width - right + 38, top + 4 + 18 * i), arch, fill="black")
         if balance:
             draw.text((width - right + 12, height - bottom - 14), "- - balance only", fill="black")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    image.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return runs.atomic_save_image(image, path)

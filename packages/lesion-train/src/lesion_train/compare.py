@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -122,10 +121,7 @@ def write_figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> Path:
     for image in images:
         figure.paste(image, (left, 0))
         left += image.width + gap
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    figure.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return runs.atomic_save_image(figure, path)
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -195,7 +191,7 @@ def compare(config: CompareConfig) -> dict:
                      **counts, "results": results, "notes": notes})
     document = {"config": runs.to_jsonable(config), "store": str(store.path), "rows": rows}
     runs.atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
-    runs.atomic_write_bytes(out / "table.md", format_markdown(rows).encode())
+    runs.atomic_write_text(out / "table.md", format_markdown(rows))
     document["figure"] = str(write_figure(out / "comparison.png", panels))
     document["table"] = str(out / "table.md")
     return document

@@ -34,7 +34,7 @@ from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnou
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
-from lesion_train.runs import JsonlLog, image_grid, list_snapshots, to_uint8
+from lesion_train.runs import JsonlLog, atomic_write_text, image_grid, list_snapshots, to_uint8
 from lesion_train.runs import find_model
 from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
@@ -280,7 +280,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
                 (Path(config.generated) / "metrics").mkdir(exist_ok=True)
                 JsonlLog(Path(config.generated) / "metrics" / f"{metric}.jsonl").append(record)
     if config.output:
-        _atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
+        atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
     if config.report:
         write_report(Path(config.report), records, samples, kind)
     return records
@@ -295,13 +295,6 @@ def _first_image_size(folder: Path) -> int:
             except OSError as error:
                 raise EvaluationError(f"{path}: unreadable image ({error})") from None
     raise EvaluationError(f"{folder}: no images found")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,5 +402,5 @@ figure{{display:inline-block;margin:0 1em 1em 0}}figure img{{image-rendering:pix
 <h2>Samples: real and generated</h2>{grid_html}
 {'<h2>Training progress</h2>' + ''.join(f"<img src='{e(c)}'>" for c in curves) if curves else ''}
 </body></html>"""
-    _atomic_write_text(directory / "index.html", page)
+    atomic_write_text(directory / "index.html", page)
     return directory / "index.html"

@@ -503,20 +503,16 @@ def synthesize(model: str | Path, masks_dir: str | Path, out: str | Path, class_
             pixels = runs.to_uint8(fake).permute(0, 2, 3, 1).numpy()
             for i, array in enumerate(pixels):
                 name, label = names[start + i], class_names[int(lab[i])]
-                file = out / "images" / f"{name}__{label}__v{k}.png"
-                tmp = file.with_name(f".{file.name}.tmp.png")
-                Image.fromarray(array).save(tmp)
-                tmp.replace(file)
+                file = runs.atomic_save_image(array, out / "images" / f"{name}__{label}__v{k}.png")
                 files.append(file)
                 rows.append({"image": f"images/{file.name}", "mask": f"masks/{name}.png", "class": label, "variation": k})
             images.append(fake), all_masks.append(m.cpu()), all_labels.append(lab.cpu())
     for name, m in zip(names, masks):
         Image.fromarray((m[0].numpy() * 255).astype("uint8")).save(out / "masks" / f"{name}.png")
-    with open(out / ".synthesized.csv.tmp", "w", newline="") as handle:
+    with runs.atomic_path(out / "synthesized.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "mask", "class", "variation"])
         writer.writeheader()
         writer.writerows(rows)
-    (out / ".synthesized.csv.tmp").replace(out / "synthesized.csv")
     return SynthesisResult(out, torch.cat(images), torch.cat(all_masks), torch.cat(all_labels), files, class_names)
 
 

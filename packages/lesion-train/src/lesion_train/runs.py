@@ -1,4 +1,4 @@
-"""Run directories shared by every trainer (layout in DESIGN.md).
+"""Run directories shared by every trainer.
 
     runs/<YYYYmmdd-HHMMSS>-<name>/
       training_options.json     every resolved option, written first
@@ -6,12 +6,14 @@
       grids/fakes_<kimg:06d>.png
       snapshots/<kimg:06d>/     <model>/ (config.json + model.safetensors) + training_state.pt
 
-Everything is written to a temporary name and renamed, so a run killed at any moment leaves only
-complete snapshots behind, and ``latest_snapshot`` never sees a half-written one.
+Everything is written to a temporary name and renamed (:func:`atomic_path`, the one scheme every
+writer of lesion-train uses), so a run killed at any moment leaves only complete files and
+snapshots behind, and ``latest_snapshot`` never sees a half-written one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -20,7 +22,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +60,47 @@ def create_run_dir(root: str | os.PathLike, name: str) -> Path:
     raise RuntimeError(f"{root}: could not create a fresh run directory")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------------------
+# Atomic writes: every file the package writes appears complete or not at all.
+
+
+def temporary_name(path: Path) -> Path:
+    """``.<name>.tmp-<pid><suffix>`` beside ``path``: hidden from listings, one per writing process,
+    and ending in the file's own suffix (image writers pick the format from it)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; when the block ends without an error the file is
+    flushed to disk and renamed onto ``path``, otherwise it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save_image(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
+    """A PIL image or a uint8 array (H x W or H x W x 3), in the format of ``path``'s suffix."""
+    with atomic_path(path) as tmp:
+        (image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))).save(tmp)
+    return Path(path)
 
 
 def to_jsonable(options) -> dict:
@@ -156,7 +192,7 @@ def save_snapshot(run_dir: Path, kimg: float, models: Mapping[str, object], stat
     """
     final = snapshot_dir(run_dir, kimg)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -267,9 +303,4 @@ def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> n
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(image_grid(images, ncol)).save(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_image(image_grid(images, ncol), path)

@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from lesion_models import load_pretrained
-from PIL import Image
 from tqdm import tqdm
 
 from lesion_train import runs
@@ -38,13 +36,6 @@ def labels_for(indices, num_classes: int, fixed: int | None) -> torch.Tensor | N
         return None
     indices = torch.as_tensor(list(indices))
     return torch.full_like(indices, fixed) if fixed is not None else indices % num_classes
-
-
-def _save_png(image: torch.Tensor, path: Path) -> None:
-    array = runs.to_uint8(image[None])[0].permute(1, 2, 0).numpy()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp)
-    os.replace(tmp, path)
 
 
 def for_inference(G: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
@@ -82,7 +73,7 @@ def sample_to_folder(G, out: Path, n: int, seed: int = 0, class_index: int | Non
             z, labels = pad_batch(z, batch), None if labels is None else pad_batch(labels, batch)
         images = network(z.to(device), None if labels is None else labels.to(device))[: len(idx)].cpu()
         for i, image in zip(idx, images, strict=True):
-            _save_png(image, out / f"seed{seed:04d}_{i:06d}.png")
+            runs.atomic_save_image(runs.to_uint8(image[None])[0].permute(1, 2, 0).numpy(), out / f"seed{seed:04d}_{i:06d}.png")
         if len(first) < 64:
             first.extend(images[: 64 - len(first)])
     return runs.save_image_grid(torch.stack(first), out / "grid.png")
