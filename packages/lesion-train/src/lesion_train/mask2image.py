@@ -17,8 +17,9 @@ to zero over the rest (pix2pixHD's niter/niter_decay; counted in images instead 
 Order of a step as pix2pixHD: D(real) once, G step (GAN + FM against the detached real features),
 then D step on the detached fake. pix2pixHD/pix2pix halve the D loss, SPADE does not.
 
-The trainer is a ``gan_loop`` recipe, so runs are driven as PGGAN's (DESIGN.md: options JSON,
-JSONL log, a grid of label map | real | synthesized every tick, atomic snapshots ``G/`` and ``D/`` +
+Per-architecture knowledge (published defaults, networks, local enhancer, SyncBatchNorm) is one
+table, ``ARCH_SPECS``. The trainer is a ``gan_loop`` recipe set up by ``lesion_train.setup``, so
+runs are driven as PGGAN's (options JSON with the shared ``loop`` options, JSONL log, a grid of label map | real | synthesized every tick, atomic snapshots ``G/`` and ``D/`` +
 ``training_state.pt``, exact ``--resume``, torchrun with one gradient all-reduce per network and
 step); each step is its own phase, so the learning rate decays step by step.
 
@@ -30,8 +31,10 @@ result per-image anyway); "ours" enables the instance feature encoder (feat_num 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,11 +48,10 @@ from lesion_train import gan_loop, runs, setup
 from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
 from lesion_train.gan_loop import TwoPlayerOptim
 
-ARCHS = ("ours", "pix2pixhd", "pix2pix", "spade")
-
-
 @dataclasses.dataclass(frozen=True)
 class ArchDefaults:
+    """An architecture's published losses and optimiser (options left unset take these)."""
+
     gan_mode: str
     lambda_feat: float
     layer_weight: float | None  # None: pix2pixHD's 4 / (n_layers + 1)
@@ -59,14 +61,51 @@ class ArchDefaults:
     lr_d: float
     betas: tuple[float, float]
     d_loss_scale: float
+    feat_num: int  # pix2pixHD's instance feature encoder channels (0 = none)
 
 
-ARCH_DEFAULTS = {
-    "ours": ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
-    "pix2pixhd": ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
-    "pix2pix": ArchDefaults("vanilla", 0.0, None, "sum", 100.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
-    "spade": ArchDefaults("hinge", 10.0, 1.0, "mean", 0.0, 1e-4, 4e-4, (0.0, 0.9), 1.0),
+def _pix2pixhd_networks(config: Mask2ImageConfig, label_nc: int, fusion: bool):
+    G = Pix2PixHDGenerator(Pix2PixHDConfig(
+        label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=fusion,
+        n_local_enhancers=config.n_local_enhancers, feat_num=config.resolved("feat_num")))
+    d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
+                                   num_D=config.num_d or (3 if config.resolution >= 1024 else 2))
+    return G, d_config
+
+
+def _pix2pix_networks(config: Mask2ImageConfig, label_nc: int):
+    G = UNetGenerator(UNetGeneratorConfig(label_nc=label_nc, ngf=config.ngf, num_downs=int(math.log2(config.resolution))))
+    return G, patchgan70_config(label_nc + 1 + 3, ndf=config.ndf)
+
+
+def _spade_networks(config: Mask2ImageConfig, label_nc: int):
+    d_config = spade_discriminator_config(label_nc + 1 + 3, ndf=config.ndf)
+    d_config.num_D = config.num_d or d_config.num_D
+    return SPADEGenerator(SPADEGeneratorConfig(label_nc=label_nc, nf=config.ngf)), d_config
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """Everything the trainer knows about one ``--arch``."""
+
+    defaults: ArchDefaults
+    # (config, label channels) -> (generator, discriminator config)
+    networks: Callable[[Mask2ImageConfig, int], tuple[torch.nn.Module, DiscriminatorConfig]]
+    local_enhancer: bool = False  # pix2pixHD's local enhancer and its two-stage training exist
+    sync_batchnorm: bool = False  # batch norms become SyncBatchNorm under torchrun
+
+
+ARCH_SPECS = {
+    "ours": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=3),
+                     functools.partial(_pix2pixhd_networks, fusion=True), local_enhancer=True),
+    "pix2pixhd": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0),
+                          functools.partial(_pix2pixhd_networks, fusion=False), local_enhancer=True),
+    "pix2pix": ArchSpec(ArchDefaults("vanilla", 0.0, None, "sum", 100.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0),
+                        _pix2pix_networks),
+    "spade": ArchSpec(ArchDefaults("hinge", 10.0, 1.0, "mean", 0.0, 1e-4, 4e-4, (0.0, 0.9), 1.0, feat_num=0),
+                      _spade_networks, sync_batchnorm=True),
 }
+ARCHS = tuple(ARCH_SPECS)
 
 
 @dataclasses.dataclass
@@ -84,11 +123,11 @@ class Mask2ImageConfig:
     n_blocks: int = 9
     n_layers_d: int = 3
     num_d: int | None = None  # 2, or 3 at 1024 px
-    feat_num: int | None = None  # ours: 3, others: 0
+    feat_num: int | None = None  # ours: 3, others: 0 (ARCH_SPECS)
     n_local_enhancers: int = 0
     init_global: str | None = None  # a trained global Pix2PixHDGenerator dir for the local enhancer
     fix_global_kimg: float = 0.0  # train only the local enhancer this long first (pix2pixHD niter_fix_global)
-    # Losses / optimisation (None = per-arch default from ARCH_DEFAULTS).
+    # Losses / optimisation (None = per-arch default from ARCH_SPECS).
     gan_mode: str | None = None
     lambda_feat: float | None = None
     lambda_l1: float | None = None
@@ -110,13 +149,14 @@ class Mask2ImageConfig:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
         if self.resolution < 32 or self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution {self.resolution} must be a power of two >= 32")
-        if self.n_local_enhancers and self.arch not in ("ours", "pix2pixhd"):
-            raise ValueError("the local enhancer exists for --arch ours|pix2pixhd only")
+        if self.n_local_enhancers and not ARCH_SPECS[self.arch].local_enhancer:
+            with_enhancer = "|".join(name for name, spec in ARCH_SPECS.items() if spec.local_enhancer)
+            raise ValueError(f"the local enhancer exists for --arch {with_enhancer} only")
 
     def resolved(self, name: str):
         """Option ``name``, or the arch's published default when unset."""
         value = getattr(self, name, None)
-        return getattr(ARCH_DEFAULTS[self.arch], name) if value is None else value
+        return getattr(ARCH_SPECS[self.arch].defaults, name) if value is None else value
 
     @staticmethod
     def upgrade_options(options: dict) -> dict:
@@ -150,22 +190,7 @@ def demo_overrides() -> dict:
 
 
 def build_networks(config: Mask2ImageConfig, num_classes: int) -> tuple[torch.nn.Module, MultiscaleDiscriminator]:
-    label_nc = 1 + num_classes
-    res, arch = config.resolution, config.arch
-    if arch in ("ours", "pix2pixhd"):
-        feat_num = config.feat_num if config.feat_num is not None else (3 if arch == "ours" else 0)
-        G = Pix2PixHDGenerator(Pix2PixHDConfig(
-            label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=arch == "ours",
-            n_local_enhancers=config.n_local_enhancers, feat_num=feat_num))
-        d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
-                                       num_D=config.num_d or (3 if res >= 1024 else 2))
-    elif arch == "pix2pix":
-        G = UNetGenerator(UNetGeneratorConfig(label_nc=label_nc, ngf=config.ngf, num_downs=int(math.log2(res))))
-        d_config = patchgan70_config(label_nc + 1 + 3, ndf=config.ndf)
-    else:
-        G = SPADEGenerator(SPADEGeneratorConfig(label_nc=label_nc, nf=config.ngf))
-        d_config = spade_discriminator_config(label_nc + 1 + 3, ndf=config.ndf)
-        d_config.num_D = config.num_d or d_config.num_D
+    G, d_config = ARCH_SPECS[config.arch].networks(config, 1 + num_classes)
     return G, MultiscaleDiscriminator(d_config)
 
 
@@ -211,10 +236,11 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.config, self.num_classes, self.env = config, num_classes, env
         if env.device.type == "cpu":
             reuse_freed_memory()
-        self.arch = ARCH_DEFAULTS[config.arch]
+        spec = ARCH_SPECS[config.arch]
+        self.arch = spec.defaults
         self.G, self.D = build_networks(config, num_classes)
-        if env.distributed and config.arch == "spade":
-            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)  # SPADE uses SyncBatchNorm
+        if env.distributed and spec.sync_batchnorm:
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
         self.G.to(env.device), self.D.to(env.device)
         if config.init_global:
             self._load_global(Path(config.init_global))
@@ -537,6 +563,6 @@ def class_fidelity(classifier, images: torch.Tensor, labels: torch.Tensor, class
     return {"accuracy": float(hits.float().mean()), "per_class": per_class, "count": len(labels)}
 
 
-__all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "SynthesisError",
+__all__ = ["ARCHS", "ARCH_SPECS", "ArchSpec", "ArchDefaults", "Mask2ImageConfig", "Mask2ImageTrainer", "SynthesisError",
            "SynthesisResult", "build_networks", "demo_overrides", "label_input", "load_generator", "lr_factor",
            "read_masks", "classes_from_csv", "synthesize", "train_mask2image", "class_fidelity"]
