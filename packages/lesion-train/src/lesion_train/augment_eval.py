@@ -432,8 +432,7 @@ def _save_grids(run_dir: Path, data: dict, condition: str) -> None:
     """Sample grids a person can compare by eye: real training images and synthetic ones."""
     def grid(images: np.ndarray, name: str) -> None:
         if len(images) and not (run_dir / "grids" / name).exists():
-            t = torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            runs.save_image_grid(t, run_dir / "grids" / name, ncol=8)
+            runs.save_image_grid(runs.from_uint8(images[:64]), run_dir / "grids" / name, ncol=8)
 
     origin = data["train_origin"]
     grid(data["train_images"][origin >= 0], "real.png")

@@ -167,7 +167,7 @@ def compare(config: CompareConfig) -> dict:
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)
     store = setup.open_data(train_config(config, config.archs[0]), DistEnv())
-    real = torch.from_numpy(store.images(config.resolution)[:64].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = runs.from_uint8(store.images(config.resolution)[:64])
     panels: list[tuple[str, torch.Tensor]] = [("real", real)]
     rows = []
     for arch in config.archs:

@@ -341,7 +341,7 @@ def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch
     """The first ``loop.grid_size`` images of the store (unaugmented): the same in every tick and resume."""
     n = min(config.loop.grid_size, len(store))
     res = config.resolution
-    images = torch.from_numpy(store.images(res)[:n].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = runs.from_uint8(store.images(res)[:n])
     masks = torch.from_numpy(store.masks(res)[:n].copy()).unsqueeze(1).float()
     labels = torch.from_numpy(store.labels[:n].copy())
     return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}

@@ -286,6 +286,12 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
+def from_uint8(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float in [-1, 1] on ``device``, the inverse of :func:`to_uint8`."""
+    # np.array copies: rows may be read-only memmap views, which torch must not alias.
+    return torch.from_numpy(np.array(images)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
 def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1] (C = 1 or 3) into one H x W x 3 uint8 array."""
     images = to_uint8(images)

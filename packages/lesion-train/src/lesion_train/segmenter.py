@@ -119,7 +119,7 @@ def _evaluation_set(config: SegmenterTrainConfig, store) -> tuple[torch.Tensor, 
         held = open_data(dataclasses.replace(config, data=config.holdout_data), DistEnv()) if config.holdout_data else store
         images, masks = held.images(res)[: config.holdout], held.masks(res)[: config.holdout]
         source = f"held-out store {held.path}" if config.holdout_data else "training images (no --holdout-data given)"
-    images = torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = runs.from_uint8(images)
     return images, torch.from_numpy(masks.copy()).float(), source
 
 

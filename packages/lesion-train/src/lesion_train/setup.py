@@ -48,12 +48,6 @@ def open_data(config: DataConfig, env: DistEnv) -> PreparedStore:
     return open_or_prepare(config.data, config.resolution, phantom_count=config.phantom_count, progress=False)
 
 
-def reals_grid(store: PreparedStore, resolution: int, n: int) -> torch.Tensor:
-    """The store's first ``n`` images at ``resolution`` in [-1, 1], (N, 3, R, R)."""
-    images = torch.from_numpy(store.images(resolution)[:n].copy())
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def train(config: TrainerConfig, build_recipe: Callable[[PreparedStore, DistEnv], gan_loop.Recipe],
           with_masks: bool = False) -> gan_loop.RunResult:
     """Threads, seed, store, ``build_recipe(store, env)``, batches and options around
@@ -76,7 +70,7 @@ def train(config: TrainerConfig, build_recipe: Callable[[PreparedStore, DistEnv]
                                "device": str(env.device), "class_names": list(store.class_names),
                                **(recipe.resolved_options() if hasattr(recipe, "resolved_options") else {})}
         render = getattr(recipe, "render_grid", None)
-        reals = None if render else (lambda: reals_grid(store, config.resolution, config.loop.grid_size))
+        reals = None if render else (lambda: runs.from_uint8(store.images(config.resolution)[: config.loop.grid_size]))
         return gan_loop.train(recipe, config.loop, options, batches, env, reals, render)
     finally:
         shutdown_distributed()
@@ -122,4 +116,4 @@ def load_run_config(run_or_snapshot: str | os.PathLike, config_class: type[Confi
     return apply_overrides(config, overrides or {})
 
 
-__all__ = ["DataConfig", "TrainerConfig", "open_data", "reals_grid", "train", "apply_overrides", "load_run_config"]
+__all__ = ["DataConfig", "TrainerConfig", "open_data", "train", "apply_overrides", "load_run_config"]
