@@ -4,7 +4,7 @@ data through (:func:`open_or_prepare`).
 Cache layout (under ``$LESION_GAN_CACHE``, default ``~/.cache/lesion-gan``)::
 
     phantom-v<generator>-r<res>-n<n>-s<seed>[-balanced]/    built-in phantoms (keyed by what draws them)
-    stores/<fingerprint>-r<res>[-<layout>]/                  a dataset folder prepared at <res>
+    stores/<fingerprint>[-<layout>]-<res>/                   a dataset folder prepared at <res>
 
 A folder's fingerprint hashes its file tree (every path, size and modification time), so a changed
 or added file prepares it again, while the same folder given by another path or from another
@@ -227,7 +227,7 @@ def open_or_prepare(
         elif not path.is_dir():
             raise StoreError(f"{path}: neither a prepared store nor a dataset folder")
         else:
-            out = root / "stores" / (f"{tree_fingerprint(path)}-r{resolution}" + (f"-{layout}" if layout else ""))
+            out = root / "stores" / "-".join([tree_fingerprint(path), *([layout] if layout else []), str(resolution)])
             store = _open_complete(out)
             if store is None:
                 store = PreparedStore(prepare_store(path, out, resolution, layout=layout, progress=progress,
