@@ -34,8 +34,7 @@ from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnou
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
-from lesion_train.runs import JsonlLog, atomic_write_text, image_grid, list_snapshots, to_uint8
-from lesion_train.runs import find_model
+from lesion_train.runs import JsonlLog, atomic_write_text, find_model, image_grid, list_snapshots, to_uint8
 from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
