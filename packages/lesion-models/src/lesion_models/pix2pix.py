@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lesion_models.hub import Pretrained, register
-from lesion_models.pix2pixhd import DiscriminatorConfig, check_divisible, init_normal, norm_layer
+from lesion_models.pix2pixhd import DiscriminatorConfig, check_divisible, init_weights, norm_layer
 
 
 @dataclasses.dataclass
@@ -73,7 +73,7 @@ class UNetGenerator(nn.Module, Pretrained):
         for mult in (4, 2, 1):
             level = UNetLevel(mult * c.ngf, 2 * mult * c.ngf, level, c)
         self.net = UNetLevel(c.output_nc, c.ngf, level, c, input_nc=c.label_nc + int(c.boundary), outermost=True)
-        init_normal(self)
+        init_weights(self)
 
     @property
     def stride(self) -> int:
@@ -98,5 +98,7 @@ class UNetGenerator(nn.Module, Pretrained):
 
 
 def patchgan70_config(input_nc: int, ndf: int = 64) -> DiscriminatorConfig:
-    """pix2pix's 70x70 PatchGAN: one scale, n_layers 3, batch norm, padding 1."""
-    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=1, norm="batch", padding=1)
+    """pix2pix's 70x70 PatchGAN: one scale, n_layers 3, batch norm, padding 1, widths up to 8 * ndf,
+    no bias in the convs in front of batch norm."""
+    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=1, norm="batch", padding=1,
+                               max_width=8 * ndf, conv_bias=False, zero_bias=True)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lesion_models.hub import Pretrained, register
+from lesion_models.spectral import spectral_norm
 
 
 def check_divisible(x: torch.Tensor, stride: int, model: str) -> None:
@@ -47,16 +48,25 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r} (instance, batch, none)")
 
 
-def init_normal(module: nn.Module, std: float = 0.02) -> None:
-    """pix2pixHD/pix2pix init: conv weights N(0, 0.02), norm scales N(1, 0.02), biases 0."""
+def init_weights(module: nn.Module, kind: str = "normal", gain: float = 0.02, zero_bias: bool = True) -> None:
+    """pix2pixHD/pix2pix/SPADE init: conv weights N(0, gain) (``normal``) or xavier normal with
+    ``gain`` (``xavier``, SPADE), the unnormalised weight of spectrally normalised convs included;
+    norm scales N(1, gain), norm shifts 0. pix2pix and SPADE zero the conv biases; pix2pixHD's
+    ``weights_init`` leaves them at PyTorch's default (uniform within 1/sqrt(fan_in)):
+    ``zero_bias=False``."""
+    if kind not in ("normal", "xavier"):
+        raise ValueError(f"unknown init {kind!r} (normal, xavier)")
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.normal_(weight, 0.0, std)
-            if m.bias is not None:
+            if kind == "normal":
+                nn.init.normal_(weight, 0.0, gain)
+            else:
+                nn.init.xavier_normal_(weight, gain=gain)
+            if m.bias is not None and zero_bias:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, std)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
 
 
@@ -199,7 +209,7 @@ class Pix2PixHDGenerator(nn.Module, Pretrained):
             self.encoder = FeatureEncoder(c.feat_num, c.feat_ngf, 4, c.norm)
             self.register_buffer("feature_bank", torch.zeros(c.label_nc, c.feature_bank_size, c.feat_num))
             self.register_buffer("bank_count", torch.zeros(c.label_nc, dtype=torch.long))
-        init_normal(self)
+        init_weights(self, zero_bias=False)
 
     @property
     def stride(self) -> int:
@@ -263,6 +273,10 @@ class DiscriminatorConfig:
     norm: str = "instance"
     spectral: bool = False  # SPADE: spectral norm on the normalised middle convs
     padding: int = 2  # pix2pixHD/SPADE pad 4x4 convs by 2, pix2pix by 1 (exactly 70x70 receptive field)
+    max_width: int = 512  # pix2pixHD/SPADE cap every width at 512, pix2pix at 8 * ndf
+    zero_bias: bool = False  # pix2pix and SPADE zero the conv biases at init; pix2pixHD keeps PyTorch's
+    conv_bias: bool = True  # bias in the normalised convs: pix2pixHD keeps it, pix2pix (batch) and SPADE drop it
+    init: str = "normal"  # conv weights N(0, 0.02) (pix2pixHD, pix2pix) or "xavier" normal, gain 0.02 (SPADE)
 
 
 class PatchDiscriminator(nn.Module):
@@ -271,13 +285,13 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, c: DiscriminatorConfig):
         super().__init__()
-        widths = [c.ndf * 2 ** min(i, 3) for i in range(c.n_layers + 1)]  # capped at 8 * ndf = 512
+        widths = [min(c.ndf * 2**i, c.max_width) for i in range(c.n_layers + 1)]
         blocks = [nn.Sequential(nn.Conv2d(c.input_nc, widths[0], 4, 2, c.padding), nn.LeakyReLU(0.2, True))]
         for i in range(1, c.n_layers + 1):
             stride = 2 if i < c.n_layers else 1
-            conv = nn.Conv2d(widths[i - 1], widths[i], 4, stride, c.padding)
+            conv = nn.Conv2d(widths[i - 1], widths[i], 4, stride, c.padding, bias=c.conv_bias)
             if c.spectral:
-                conv = nn.utils.parametrizations.spectral_norm(conv)
+                conv = spectral_norm(conv)
             blocks.append(nn.Sequential(conv, norm_layer(c.norm, widths[i]), nn.LeakyReLU(0.2, True)))
         blocks.append(nn.Sequential(nn.Conv2d(widths[-1], 1, 4, 1, c.padding)))
         self.blocks = nn.ModuleList(blocks)
@@ -298,7 +312,7 @@ class MultiscaleDiscriminator(nn.Module, Pretrained):
         super().__init__()
         self.config = config
         self.scales = nn.ModuleList(PatchDiscriminator(config) for _ in range(config.num_D))
-        init_normal(self)
+        init_weights(self, config.init, zero_bias=config.zero_bias)
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         """Per scale (finest first), the list of intermediate features ending with the logits."""

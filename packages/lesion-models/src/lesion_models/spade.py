@@ -16,10 +16,10 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from lesion_models.hub import Pretrained, register
-from lesion_models.pix2pixhd import DiscriminatorConfig, check_divisible
+from lesion_models.pix2pixhd import DiscriminatorConfig, check_divisible, init_weights
+from lesion_models.spectral import spectral_norm
 
 
 @dataclasses.dataclass
@@ -81,12 +81,7 @@ class SPADEGenerator(nn.Module, Pretrained):
         widths = [16 * nf, 8 * nf, 4 * nf, 2 * nf, nf] + ([nf // 2] if c.num_upsampling >= 7 else [])
         self.ups = nn.ModuleList(SPADEResBlock(a, b, label_nc, c.hidden) for a, b in zip(widths, widths[1:]))
         self.to_rgb = nn.Conv2d(widths[-1], c.output_nc, 3, padding=1)
-        for m in self.modules():  # SPADE's init: xavier normal, gain 0.02
-            if isinstance(m, nn.Conv2d):
-                weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-                nn.init.xavier_normal_(weight, gain=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, "xavier")  # SPADE's init_type xavier, init_variance 0.02
 
     @property
     def stride(self) -> int:
@@ -115,6 +110,8 @@ class SPADEGenerator(nn.Module, Pretrained):
 
 
 def spade_discriminator_config(input_nc: int, ndf: int = 64) -> DiscriminatorConfig:
-    """SPADE's discriminator: 2 scales, spectral instance norm. SPADE counts n_layers_D = 4 for
-    the same five convs that pix2pixHD calls n_layers = 3 (it counts the stride-1 conv)."""
-    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=2, norm="instance", spectral=True)
+    """SPADE's discriminator: 2 scales, spectral instance norm, no bias in the normalised convs
+    (SPADE removes it), xavier init like SPADE's generator. SPADE counts n_layers_D = 4 for the same
+    five convs that pix2pixHD calls n_layers = 3 (it counts the stride-1 conv)."""
+    return DiscriminatorConfig(input_nc=input_nc, ndf=ndf, n_layers=3, num_D=2, norm="instance", spectral=True,
+                               conv_bias=False, init="xavier", zero_bias=True)

@@ -35,15 +35,20 @@ __all__ = [
 ]
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 or wider: losses of half-precision (AMP) scores in float32, float64 kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _input_gradients(scores: torch.Tensor, inputs: torch.Tensor, grad_scale: float) -> torch.Tensor:
     """d sum(scores) / d inputs, kept in the graph so the penalty trains D.
 
     ``grad_scale`` > 1 scales the scores before differentiating (fp16 loss scaling keeps small
     gradients from flushing to zero) and is divided out afterwards.
     """
-    dtype = torch.promote_types(scores.dtype, torch.float32)  # fp32 under AMP, fp64 in gradcheck
-    (grads,) = torch.autograd.grad(scores.to(dtype).sum() * grad_scale, inputs, create_graph=True)
-    return grads.to(dtype) / grad_scale
+    scores = _wide(scores)
+    (grads,) = torch.autograd.grad(scores.sum() * grad_scale, inputs, create_graph=True)
+    return grads.to(scores.dtype) / grad_scale
 
 
 def gradient_penalty(
@@ -56,7 +61,7 @@ def gradient_penalty(
 ) -> torch.Tensor:
     """Per-sample ``(|grad critic(mix)|_2 - target)^2`` at ``mix = reals + u (fakes - reals)``.
 
-    ``mix`` (N,) overrides the uniform draw of ``u`` (for tests)."""
+    ``mix`` (N,) overrides the uniform draw of ``u`` (to replay a reference's draw in tests)."""
     if mix is None:
         mix = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device, dtype=reals.dtype)
     else:
@@ -79,7 +84,7 @@ def auxiliary_classification(logits: torch.Tensor | None, labels: torch.Tensor |
     """Per-sample softmax cross entropy of the critic's class head (None when unconditional)."""
     if logits is None or labels is None:
         return None
-    return F.cross_entropy(logits.float(), labels.long(), reduction="none")
+    return F.cross_entropy(_wide(logits), labels.long(), reduction="none")
 
 
 def _finish(loss, terms, name, labels, cond_weight, **logits):
@@ -104,13 +109,15 @@ def wgan_gp_d_loss(
     drift: float = 0.001,
     cond_weight: float = 1.0,
     grad_scale: float = 1.0,
+    mix: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The official ``D_wgangp_acgan``. ``fakes`` are detached here (G gets no gradient)."""
+    """The official ``D_wgangp_acgan``. ``fakes`` are detached (G gets no gradient); ``mix``
+    (N,) fixes the penalty's blend weights (see ``gradient_penalty``)."""
     fakes = fakes.detach()
     real_scores, real_logits = critic(reals)
     fake_scores, fake_logits = critic(fakes)
-    real_scores, fake_scores = real_scores.float(), fake_scores.float()
-    penalty = gradient_penalty(critic, reals, fakes, target=gp_target, grad_scale=grad_scale)
+    real_scores, fake_scores = _wide(real_scores), _wide(fake_scores)
+    penalty = gradient_penalty(critic, reals, fakes, target=gp_target, mix=mix, grad_scale=grad_scale)
     loss = fake_scores - real_scores + penalty * (gp_lambda / gp_target**2) + drift * real_scores.square()
     terms = {
         "D_real": real_scores.detach().mean(),
@@ -125,7 +132,7 @@ def wgan_g_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The official ``G_wgan_acgan``: ``-D(fake)`` plus the AC-GAN term on fakes."""
     scores, logits = critic(fakes)
-    loss = -scores.float()
+    loss = -_wide(scores)
     return _finish(loss, {}, "G_loss", labels, cond_weight, G_aux=logits)
 
 
@@ -142,7 +149,7 @@ def logistic_d_loss(
     reals = reals.detach().requires_grad_(r1_gamma > 0)
     real_scores, real_logits = critic(reals)
     fake_scores, fake_logits = critic(fakes.detach())
-    real_scores, fake_scores = real_scores.float(), fake_scores.float()
+    real_scores, fake_scores = _wide(real_scores), _wide(fake_scores)
     loss = F.softplus(fake_scores) + F.softplus(-real_scores)
     terms = {"D_real": real_scores.detach().mean(), "D_fake": fake_scores.detach().mean()}
     if r1_gamma > 0:
@@ -157,5 +164,5 @@ def logistic_g_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Non-saturating ``softplus(-D(fake))`` (+ AC-GAN term)."""
     scores, logits = critic(fakes)
-    loss = F.softplus(-scores.float())
+    loss = F.softplus(-_wide(scores))
     return _finish(loss, {}, "G_loss", labels, cond_weight, G_aux=logits)
