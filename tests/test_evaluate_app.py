@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lesion_data.phantom import generate_phantoms, phantom_store
+from lesion_data.phantom import generate_phantoms
+from lesion_data.prepare import phantom_store
 from lesion_data.store import PreparedStore
 from lesion_models.hub import Pretrained, register
 from lesion_models.pggan import PGGANConfig, PGGANGenerator

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lesion_data.mask_deform import deform_masks
 from lesion_train import cli
-from lesion_train.runs import save_image_grid
+from lesion_train.runs import atomic_save_image, save_image_grid
 
 SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -49,10 +49,7 @@ def main(source, out, n, seed, rotation, scale, shift, elastic):
         except ValueError as error:
             raise click.ClickException(f"{path}: {error}") from None
         for k, variant in enumerate(variants):
-            target = out / f"{path.stem}__d{k}.png"
-            tmp = target.with_name(f".{target.name}.tmp.png")
-            Image.fromarray(variant * 255).save(tmp)
-            tmp.replace(target)
+            atomic_save_image(variant * 255, out / f"{path.stem}__d{k}.png")
         if len(preview) < 8:
             small = [np.asarray(Image.fromarray(m * 255).resize((64, 64))) for m in (mask.astype(np.uint8), *variants)]
             preview.append(torch.from_numpy(np.stack(small)).float().div(127.5).sub(1).unsqueeze(1))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,9 +30,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lesion_train import baselines, gan_loop, pggan, runs
+from lesion_train import baselines, gan_loop, pggan, runs, setup
 from lesion_train.distributed import DistEnv, choose_device
-from lesion_train.evaluation import EvaluateConfig, evaluate, load_generator
+from lesion_train.evaluation import EvaluateConfig, evaluate, load_latent_generator
 
 ARCHS = ("pggan", *baselines.ARCHS)
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid", "pr")
@@ -82,7 +81,7 @@ def train_config(config: CompareConfig, arch: str):
     grow = int(math.log2(config.resolution) - math.log2(s.initial_resolution))
     if (s.stabilize_kimg + s.transition_kimg) * grow > config.budget_kimg:
         phase = config.budget_kimg / (2 * grow + 2 / 3)
-        train = pggan.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
+        train = setup.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
     return train
 
 
@@ -122,10 +121,7 @@ def write_figure(path: Path, panels: list[tuple[str, torch.Tensor]]) -> Path:
     for image in images:
         figure.paste(image, (left, 0))
         left += image.width + gap
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    figure.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return runs.atomic_save_image(figure, path)
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -170,15 +166,15 @@ def compare(config: CompareConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)
-    store = pggan.resolve_store(train_config(config, config.archs[0]), DistEnv())
-    real = torch.from_numpy(store.images(config.resolution)[:64].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    store = setup.open_data(train_config(config, config.archs[0]), DistEnv())
+    real = runs.from_uint8(store.images(config.resolution)[:64])
     panels: list[tuple[str, torch.Tensor]] = [("real", real)]
     rows = []
     for arch in config.archs:
         started = time.time()
         run, train_seconds = _train(config, arch)
         snapshot = runs.latest_snapshot(run)
-        G = load_generator(snapshot / "G_ema", device)
+        G = load_latent_generator(snapshot / "G_ema", device)
         if int(G.resolution) != config.resolution:
             raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
         records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,
@@ -195,7 +191,7 @@ def compare(config: CompareConfig) -> dict:
                      **counts, "results": results, "notes": notes})
     document = {"config": runs.to_jsonable(config), "store": str(store.path), "rows": rows}
     runs.atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
-    runs.atomic_write_bytes(out / "table.md", format_markdown(rows).encode())
+    runs.atomic_write_text(out / "table.md", format_markdown(rows))
     document["figure"] = str(write_figure(out / "comparison.png", panels))
     document["table"] = str(out / "table.md")
     return document

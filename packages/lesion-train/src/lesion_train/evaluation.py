@@ -28,13 +28,14 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from lesion_data.store import PreparedStore, StoreError, prepare_store
+from lesion_data.prepare import open_or_prepare
+from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
-from lesion_train.runs import JsonlLog, image_grid, list_snapshots, to_uint8
-from lesion_train.sampling import compiled_for_inference, find_generator, for_inference, pad_batch
+from lesion_train.runs import JsonlLog, atomic_write_text, find_model, image_grid, list_snapshots, to_uint8
+from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
 
@@ -70,41 +71,19 @@ def _cache_root(config: EvaluateConfig) -> Path:
     return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
 
 
-def _tree_fingerprint(path: Path) -> str:
-    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
-    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
-
-
 def open_store(path: Path, resolution: int, cache: Path, progress: bool) -> PreparedStore:
-    """A prepared store as is, else the folder prepared at ``resolution`` into ``cache`` (keyed by the
-    folder's file list, sizes and times, so a dataset is prepared once)."""
-    if not path.exists():
-        raise EvaluationError(f"{path}: does not exist")
-    if (path / "manifest.json").is_file():
-        try:
-            return PreparedStore(path)
-        except StoreError as error:
-            raise EvaluationError(str(error)) from None
-    if not path.is_dir():
-        raise EvaluationError(f"{path}: neither a prepared store nor a folder of images")
-    out = cache / "stores" / f"{_tree_fingerprint(path)}-{resolution}"
-    if out.is_dir():
-        return PreparedStore(out)
+    """``lesion_data.prepare.open_or_prepare`` with its errors as one-line EvaluationErrors."""
     try:
-        prepare_store(path, out, resolution, progress=progress)
-        return PreparedStore(out)
+        return open_or_prepare(path, resolution, cache=cache, progress=progress)
     except StoreError as error:  # includes PrepareError with one line per bad file
         problems = getattr(error, "problems", [])
         detail = f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "") if problems else ""
-        raise EvaluationError(f"{path}: {error}{detail}") from None
+        raise EvaluationError(f"{error}{detail}") from None
     except (ValueError, OSError) as error:
         raise EvaluationError(f"{path}: {error}") from None
 
 
 def store_source(store: PreparedStore, resolution: int, limit: int, name: str, batch_size: int) -> ImageSource:
-    if resolution not in store.resolutions:
-        raise EvaluationError(f"{store.path}: has no {resolution} px level (has {store.resolutions}); "
-                              f"prepare the real data at {resolution} px or more")
     images = store.images(resolution)[:limit]
     key = f"{store.manifest.get('content_hash', store.path)}:{resolution}"
     return ImageSource.from_array(images, name, batch_size, cache_key=key)
@@ -164,7 +143,9 @@ def _scratch_array(shape: tuple[int, ...]) -> np.ndarray | None:
         return np.memmap(file, dtype=np.uint8, mode="w+", shape=shape)
 
 
-def load_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+def load_latent_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+    """The model in ``directory``, in eval mode, checked to be a latent-to-image generator
+    (``z_dim`` and ``resolution``); EvaluationError otherwise."""
     try:
         model = load_pretrained(directory, device)
     except PretrainedLoadError as error:
@@ -221,7 +202,7 @@ def _targets(config: EvaluateConfig) -> tuple[str, list[tuple[str, int | None, o
             raise EvaluationError(f"{path}: run directory without complete snapshots")
         return "run", [(s.name, int(s.name), s / "G_ema") for s in snapshots]
     if (path / "config.json").is_file() or (path / "G_ema" / "config.json").is_file():  # a model or a snapshot
-        return "model", [(path.name, None, find_generator(path))]
+        return "model", [(path.name, None, find_model(path, prefer=("G_ema",)))]
     if path.is_dir():
         return "folder", [(path.name, None, path)]
     raise EvaluationError(f"{path}: not a folder, model directory or run directory")
@@ -267,7 +248,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             resolution = config.resolution or fake_store.resolution
             fake = store_source(fake_store, resolution, config.n, "generated", config.batch_size)
         else:
-            generator = load_generator(Path(target), device)
+            generator = load_latent_generator(Path(target), device)
             resolution = config.resolution or int(generator.resolution)
             if resolution != int(generator.resolution):
                 raise EvaluationError(f"{target}: generates {generator.resolution} px, not --resolution {resolution}")
@@ -298,7 +279,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
                 (Path(config.generated) / "metrics").mkdir(exist_ok=True)
                 JsonlLog(Path(config.generated) / "metrics" / f"{metric}.jsonl").append(record)
     if config.output:
-        _atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
+        atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
     if config.report:
         write_report(Path(config.report), records, samples, kind)
     return records
@@ -313,13 +294,6 @@ def _first_image_size(folder: Path) -> int:
             except OSError as error:
                 raise EvaluationError(f"{path}: unreadable image ({error})") from None
     raise EvaluationError(f"{folder}: no images found")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,5 +401,5 @@ figure{{display:inline-block;margin:0 1em 1em 0}}figure img{{image-rendering:pix
 <h2>Samples: real and generated</h2>{grid_html}
 {'<h2>Training progress</h2>' + ''.join(f"<img src='{e(c)}'>" for c in curves) if curves else ''}
 </body></html>"""
-    _atomic_write_text(directory / "index.html", page)
+    atomic_write_text(directory / "index.html", page)
     return directory / "index.html"

@@ -233,7 +233,7 @@ def test_thread_choice_and_sampling_helpers(tmp_path):
     z1, z2 = sampling.latents(7, [3], 4), sampling.latents(7, [0, 1, 2, 3], 4)
     torch.testing.assert_close(z1[0], z2[3])  # image i depends only on (seed, i)
     with pytest.raises(runs.ResumeError, match="not a model directory"):
-        sampling.find_generator(tmp_path)
+        runs.find_model(tmp_path)
 
 
 
