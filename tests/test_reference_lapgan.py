@@ -31,7 +31,7 @@ from lesion_models.lapgan import (
 )
 from lesion_train import baselines
 
-RTOL = 1e-10  # float64 on both sides
+ATOL = 1e-10  # float64 on both sides
 
 
 def scale_linear(src: np.ndarray, dst_len: int) -> np.ndarray:
@@ -109,25 +109,25 @@ def images():
 
 def test_down_and_up_are_torch_image_scale(images):
     x = torch.from_numpy(images)
-    np.testing.assert_allclose(down(x).numpy(), image_scale(images, 16), rtol=0, atol=RTOL)
-    np.testing.assert_allclose(up(x).numpy(), image_scale(images, 64), rtol=0, atol=RTOL)
+    np.testing.assert_allclose(down(x).numpy(), image_scale(images, 16), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(up(x).numpy(), image_scale(images, 64), rtol=0, atol=ATOL)
     small = images[..., :8, :8]
-    np.testing.assert_allclose(up(torch.from_numpy(small.copy())).numpy(), image_scale(small, 16), rtol=0, atol=RTOL)
+    np.testing.assert_allclose(up(torch.from_numpy(small.copy())).numpy(), image_scale(small, 16), rtol=0, atol=ATOL)
 
 
 def test_laplacian_pyramid_and_reconstruction_match_eyescream(images):
     coarsest, residuals = laplacian_pyramid(torch.from_numpy(images), 2)
     # eyescream scales every level straight from the full image; ours halves repeatedly.
-    np.testing.assert_allclose(coarsest.numpy(), image_scale(images, 8), rtol=0, atol=RTOL)
+    np.testing.assert_allclose(coarsest.numpy(), image_scale(images, 8), rtol=0, atol=ATOL)
     for residual, size in zip(residuals, (16, 32), strict=True):
         fine, coarse = image_scale(images, size), image_scale(image_scale(images, size // 2), size)
-        np.testing.assert_allclose(residual.numpy(), fine - coarse, rtol=0, atol=RTOL)
+        np.testing.assert_allclose(residual.numpy(), fine - coarse, rtol=0, atol=ATOL)
     # Exact reconstruction, ours and eyescream's ``coarse + diff``.
-    np.testing.assert_allclose(reconstruct(coarsest, residuals).numpy(), images, rtol=0, atol=RTOL)
+    np.testing.assert_allclose(reconstruct(coarsest, residuals).numpy(), images, rtol=0, atol=ATOL)
     image = coarsest.numpy()
     for residual in residuals:
         image = image_scale(image, residual.shape[-1]) + residual.numpy()
-    np.testing.assert_allclose(image, images, rtol=0, atol=RTOL)
+    np.testing.assert_allclose(image, images, rtol=0, atol=ATOL)
     floats = torch.from_numpy(images).float()
     assert (reconstruct(*laplacian_pyramid(floats, 2)) - floats).abs().max() < 1e-6
 
@@ -163,9 +163,9 @@ def test_generator_combines_as_eyescream():
         layers = level_weights_in_eyescream_layout(G.levels[level], config.channels)
         image = coarse + eyescream_level_generator(layers, uniform(plane), coarse)
     assert offset == G.z_dim
-    np.testing.assert_allclose(ours, image, rtol=0, atol=RTOL)
+    np.testing.assert_allclose(ours, image, rtol=0, atol=ATOL)
     # Eval mode only adds the clamp to the data range.
-    np.testing.assert_allclose(G.eval()(torch.from_numpy(z)).detach().numpy(), np.clip(image, -1, 1), rtol=0, atol=RTOL)
+    np.testing.assert_allclose(G.eval()(torch.from_numpy(z)).detach().numpy(), np.clip(image, -1, 1), rtol=0, atol=ATOL)
 
 
 def test_training_pairs_match_eyescream(one_thread, images):
@@ -187,7 +187,7 @@ def test_training_pairs_match_eyescream(one_thread, images):
     g_inputs, d_inputs = {}, {}
     hooks = record(recipe.G, g_inputs) + record(recipe.D, d_inputs)
     critics = baselines.LAPGANRecipe.critics(recipe, torch.from_numpy(images).float())
-    for level, (critic, real, fake) in enumerate(critics[1:]):
+    for critic, real, fake in critics[1:]:
         critic(real), critic(fake)
     for hook in hooks:
         hook.remove()
@@ -198,6 +198,7 @@ def test_training_pairs_match_eyescream(one_thread, images):
         fine, coarse = image_scale(images, size), image_scale(image_scale(images, size // 2), size)
         (g_input,), (d_real, d_fake) = g_inputs[level], d_inputs[level]
         np.testing.assert_allclose(g_input[:, :c].numpy(), coarse, rtol=0, atol=atol)
+        assert g_input.shape[1] == c + 1 and g_input[:, c].abs().max() < 1  # one uniform noise plane
         residual = recipe.G.levels[level](g_input).detach().numpy()
         np.testing.assert_allclose(fake.detach().numpy(), coarse + residual, rtol=0, atol=atol)
         np.testing.assert_allclose(d_real[:, :c].numpy(), fine, rtol=0, atol=atol)  # diff + coarse
