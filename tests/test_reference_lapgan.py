@@ -178,7 +178,7 @@ def test_training_pairs_match_eyescream(one_thread, images):
     # construction in a process imports torch._dynamo (seconds).
     network = config.network_config()
     recipe = SimpleNamespace(G=LAPGANGenerator(network), D=LAPGANDiscriminator(network).eval())  # eval: no dropout
-    c, atol = recipe.G.config.channels, 1e-6  # the recipe runs in float32
+    c, atol = recipe.G.config.channels, 1e-5  # the recipe runs in float32
 
     def record(net, inputs):
         return [net.levels[k][0].register_forward_pre_hook(lambda m, args, k=k: inputs.setdefault(k, []).append(args[0].detach()))
