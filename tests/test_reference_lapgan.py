@@ -6,7 +6,9 @@ The reference is Lua Torch and cannot run, so this file writes its equations wit
 - ``image.scale`` (bilinear mode, Torch's image package ``scaleLinear_rowcol``), eyescream's only
   resampling operator: shrinking averages the source samples under each destination sample (2x2
   blocks at a factor of two), enlarging interpolates linearly at source position
-  ``d * (n - 1) / (m - 1)``; rows first, then columns.
+  ``d * (n - 1) / (m - 1)``; rows first, then columns. Our ``up`` deviates on purpose: it
+  interpolates at ``(d + 1/2) / 2 - 1/2``, centred on the 2x2 blocks (docs/baselines.md), so the
+  equations below use it (``upsample_centred``) wherever eyescream enlarges.
 - ``datasets/coarse_to_fine_cifar10.lua``: a level of fine size ``f`` trains on
   ``fine = scale(I, f)``, ``coarse = scale(scale(I, f / 2), f)``, ``diff = fine - coarse``;
   the coarsest level (``scaled_cifar10.lua``) on ``scale(I, c)``.
@@ -69,6 +71,20 @@ def image_scale(images: np.ndarray, size: int) -> np.ndarray:
     return scale_linear(rows.swapaxes(-1, -2), size).swapaxes(-1, -2)
 
 
+def upsample_centred(images: np.ndarray) -> np.ndarray:
+    """Ours: linear interpolation at source position ``(d + 1/2) / 2 - 1/2``, clamped to the image,
+    along rows and then columns."""
+
+    def along_last(src):
+        n = src.shape[-1]
+        position = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
+        i0 = np.floor(position).astype(int)
+        i1, f = np.minimum(i0 + 1, n - 1), position - i0
+        return (1 - f) * src[..., i0] + f * src[..., i1]
+
+    return along_last(along_last(images).swapaxes(-1, -2)).swapaxes(-1, -2)
+
+
 def uniform(z: np.ndarray) -> np.ndarray:
     """U(-1, 1) from N(0, 1) by the probability integral transform ``2 Phi(z) - 1``."""
     phi = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
@@ -107,12 +123,23 @@ def images():
     return np.random.default_rng(0).uniform(-1, 1, size=(2, 3, 32, 32))
 
 
-def test_down_and_up_are_torch_image_scale(images):
+def test_down_is_torch_image_scale_and_up_is_centred(images):
     x = torch.from_numpy(images)
     np.testing.assert_allclose(down(x).numpy(), image_scale(images, 16), rtol=0, atol=ATOL)
-    np.testing.assert_allclose(up(x).numpy(), image_scale(images, 64), rtol=0, atol=ATOL)
-    small = images[..., :8, :8]
-    np.testing.assert_allclose(up(torch.from_numpy(small.copy())).numpy(), image_scale(small, 16), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(up(x).numpy(), upsample_centred(images), rtol=0, atol=ATOL)
+    small = images[..., :8, :8].copy()
+    np.testing.assert_allclose(up(torch.from_numpy(small)).numpy(), upsample_centred(small), rtol=0, atol=ATOL)
+
+
+def test_up_differs_from_eyescream_only_in_its_sample_positions():
+    """The documented deviation, exactly: on an image whose value is its column index, an enlarged
+    row shows where each operator samples the source."""
+    n = 8
+    columns = np.broadcast_to(np.arange(n, dtype=float), (1, 1, n, n)).copy()
+    j = np.arange(2 * n)
+    np.testing.assert_allclose(image_scale(columns, 2 * n)[0, 0, 0], j * (n - 1) / (2 * n - 1), rtol=0, atol=ATOL)
+    np.testing.assert_allclose(up(torch.from_numpy(columns)).numpy()[0, 0, 0], np.clip((j + 0.5) / 2 - 0.5, 0, n - 1),
+                               rtol=0, atol=ATOL)
 
 
 def test_laplacian_pyramid_and_reconstruction_match_eyescream(images):
@@ -120,13 +147,13 @@ def test_laplacian_pyramid_and_reconstruction_match_eyescream(images):
     # eyescream scales every level straight from the full image; ours halves repeatedly.
     np.testing.assert_allclose(coarsest.numpy(), image_scale(images, 8), rtol=0, atol=ATOL)
     for residual, size in zip(residuals, (16, 32), strict=True):
-        fine, coarse = image_scale(images, size), image_scale(image_scale(images, size // 2), size)
+        fine, coarse = image_scale(images, size), upsample_centred(image_scale(images, size // 2))
         np.testing.assert_allclose(residual.numpy(), fine - coarse, rtol=0, atol=ATOL)
-    # Exact reconstruction, ours and eyescream's ``coarse + diff``.
+    # Exact reconstruction, ours and the equations' ``coarse + diff``.
     np.testing.assert_allclose(reconstruct(coarsest, residuals).numpy(), images, rtol=0, atol=ATOL)
     image = coarsest.numpy()
     for residual in residuals:
-        image = image_scale(image, residual.shape[-1]) + residual.numpy()
+        image = upsample_centred(image) + residual.numpy()
     np.testing.assert_allclose(image, images, rtol=0, atol=ATOL)
     floats = torch.from_numpy(images).float()
     assert (reconstruct(*laplacian_pyramid(floats, 2)) - floats).abs().max() < 1e-6
@@ -159,7 +186,7 @@ def test_generator_combines_as_eyescream():
     for level, size in enumerate(config.level_resolutions):
         plane = z[:, offset : offset + size * size].reshape(n, 1, size, size)
         offset += size * size
-        coarse = image_scale(image, size)
+        coarse = upsample_centred(image)
         layers = level_weights_in_eyescream_layout(G.levels[level], config.channels)
         image = coarse + eyescream_level_generator(layers, uniform(plane), coarse)
     assert offset == G.z_dim
@@ -195,7 +222,7 @@ def test_training_pairs_match_eyescream(one_thread, images):
     np.testing.assert_allclose(critics[0][1].numpy(), image_scale(images, 8), rtol=0, atol=atol)
     for level, (_, real, fake) in enumerate(critics[1:]):
         size = real.shape[-1]
-        fine, coarse = image_scale(images, size), image_scale(image_scale(images, size // 2), size)
+        fine, coarse = image_scale(images, size), upsample_centred(image_scale(images, size // 2))
         (g_input,), (d_real, d_fake) = g_inputs[level], d_inputs[level]
         np.testing.assert_allclose(g_input[:, :c].numpy(), coarse, rtol=0, atol=atol)
         assert g_input.shape[1] == c + 1 and g_input[:, c].abs().max() < 1  # one uniform noise plane
