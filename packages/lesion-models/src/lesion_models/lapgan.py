@@ -24,14 +24,14 @@ G, N(0, 0.005) in D, zero biases); the convolutional levels keep Torch's default
 which PyTorch's equals (uniform, bound 1/sqrt(fan_in)).
 
 Deviations: eyescream enlarges with ``image.scale`` too, at source position ``j (n - 1) / (2n - 1)``
-(corners aligned), up to a quarter pixel off ``down``'s block centres; that enlarges the real
-residuals and makes the SGD recipe diverge (docs/baselines.md), so ``up`` stays centred; the coarse
-generator ends in tanh (the data are in [-1, 1]) and has ReLU after both hidden layers (eyescream
-``train_cifar.lua``: sigmoid after the second); a level discriminator sees ``residual + upsampled
-coarse`` concatenated with its condition through padded convolutions (eyescream: the sum alone,
-unpadded); a level generator's input is ``[condition, noise]`` (eyescream: ``[noise, condition]``,
-the same function with the first layer's input channels in another order); the generator clamps its
-output to [-1, 1] in eval mode only; widths are options.
+(corners aligned), up to a quarter of a source pixel off ``down``'s block centres; that enlarges the
+real residuals and makes the SGD recipe diverge (docs/baselines.md), so ``up`` stays centred; the
+coarse generator ends in tanh (the data are in [-1, 1]) and has ReLU after both hidden layers
+(eyescream ``train_cifar.lua``: sigmoid after the second); a level discriminator sees ``residual +
+upsampled coarse`` concatenated with its condition through padded convolutions (eyescream: the sum
+alone, unpadded); a level generator's input is ``[condition, noise]`` (eyescream: ``[noise,
+condition]``, the same function with the first layer's input channels in another order); the
+generator clamps its output to [-1, 1] in eval mode only; widths are options.
 """
 
 from __future__ import annotations
