@@ -161,3 +161,26 @@ def test_config_that_is_not_an_object_is_named(tmp_path):
     (tmp_path / "m" / "config.json").write_text('{"model_type": "Strict", "config": [8]}')
     with pytest.raises(PretrainedLoadError, match='config.json: "config" is a list, not an object'):
         load_pretrained(tmp_path / "m")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_torch_load_problem_never_advises_weights_only_false(tmp_path):
+    from lesion_models.hub import torch_load_problem
+
+    torch.save({"nimg": 1, "payload": _RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception) as info:
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    assert "weights_only" in str(info.value)  # PyTorch's own message carries the advice
+    message = torch_load_problem(info.value)
+    assert "weights_only" not in message and "\n" not in message
+    assert message.startswith("holds Python objects other than tensors") and "getcwd" in message
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "evil.pt").read_bytes()[:40])
+    with pytest.raises(Exception) as info:
+        torch.load(tmp_path / "cut.pt", weights_only=True)
+    assert torch_load_problem(info.value).startswith("unreadable or truncated (")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
+import re
 import shutil
 import types
 import typing
@@ -97,6 +99,18 @@ def config_from_dict(config_class: type, data: dict, source: str | os.PathLike |
         return config_class(**values)
     except (TypeError, ValueError) as error:  # the config's own range checks (__post_init__)
         raise PretrainedLoadError(f"{where}{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+
+def torch_load_problem(error: BaseException) -> str:
+    """One line describing why ``torch.load(..., weights_only=True)`` failed. PyTorch's own message
+    for a file holding arbitrary Python objects advises retrying with ``weights_only=False``, which
+    would run whatever code the file carries; that advice is never passed on."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        return ("holds Python objects other than tensors and plain data"
+                + (f" ({found.group(1)})" if found else "") + "; refused, nothing in it was run")
+    return f"unreadable or truncated ({type(error).__name__}: {text.splitlines()[0] if text else ''})"
 
 
 def replace_directory(tmp: Path, final: Path) -> None:
