@@ -9,6 +9,7 @@ killing the server loses nothing that was acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -90,14 +91,16 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _make_private_dirs(folder: Path) -> None:
-    """Create the missing folders of `folder` readable by the owner only (existing ones untouched)."""
+def _make_private_dirs(folder: Path) -> list[Path]:
+    """Create the missing folders of `folder` readable by the owner only (existing ones untouched);
+    returns those created, deepest first."""
     missing = []
     while not folder.exists():
         missing.append(folder)
         folder = folder.parent
     for path in reversed(missing):
         path.mkdir(mode=0o700)
+    return missing
 
 
 def create_study(db_path: str | os.PathLike, spec: StudySpec, progress=None) -> None:
@@ -117,7 +120,10 @@ def create_study(db_path: str | os.PathLike, spec: StudySpec, progress=None) -> 
     if not 0 <= spec.jpeg_quality <= 100:
         raise StudyError(f"JPEG quality must be within 0..100 (0 = no JPEG round trip), got {spec.jpeg_quality}")
     chosen = select_study(list_images(spec.real), list_images(spec.synthetic), spec.n, spec.seed)
-    _make_private_dirs(db_path.parent)
+    try:
+        created = _make_private_dirs(db_path.parent)
+    except OSError as exc:
+        raise StudyError(f"{db_path.parent}: cannot create the folder ({exc.strerror})") from None
     tmp = db_path.with_name(f".{db_path.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
@@ -144,8 +150,12 @@ def create_study(db_path: str | os.PathLike, spec: StudySpec, progress=None) -> 
                 )
         con.close()
         os.replace(tmp, db_path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        for folder in created:  # a failed creation leaves nothing behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def open_study(db_path: str | os.PathLike, spec: StudySpec | None = None, progress=None) -> Study:
