@@ -411,11 +411,11 @@ def read_masks(folder: str | Path, resolution: int) -> tuple[list[str], torch.Te
     from lesion_data.preprocess import BadInput, read_mask_folder
 
     try:
-        names, masks, warnings = read_mask_folder(folder, resolution)
+        names, masks, notes = read_mask_folder(folder, resolution)
     except BadInput as error:
         raise SynthesisError(str(error)) from None
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     return names, torch.from_numpy(masks).unsqueeze(1).float()
 
 

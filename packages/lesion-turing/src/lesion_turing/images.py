@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageOps
 from lesion_data.preprocess import BadInput, check_pixels, fit_pixel_limit, open_image
 from lesion_data.readers import is_image_file
 
+
 class ImageError(ValueError):
     """A folder or image that cannot be used; the message names it."""
 
