@@ -55,6 +55,8 @@ CASES = [
     # images above the decode limit (lesion_data.preprocess.MAX_PIXELS)
     Case("huge-image/prepare_data", "prepare_data", ("{huge_dataset}", "{prepared_out}", "--resolution", "16", "--workers", "1"),
          r"huge\.png: image is 13000x13000 \(169 Mpx\), above the 64 Mpx limit", ("DecompressionBomb",)),
+    Case("beyond-pil-limit/prepare_data", "prepare_data", ("{giant_dataset}", "{prepared_out}", "--resolution", "16", "--workers", "1"),
+         r"giant\.png: image too large \(400 Mpx; the limit is 64 Mpx\)", ("DecompressionBomb",), slow=True),
     Case("huge-image/turing_test", "turing_test",
          ("serve", "--real", "{huge_folder}", "--synthetic", "{images}", "--n", "2", "--db", "{new_db}", "--port", "0"),
          r"huge\.png: image is 13000x13000 \(169 Mpx\), above the 64 Mpx limit", ("DecompressionBomb",)),
@@ -120,6 +122,8 @@ def corpus(tmp_path_factory):
     (root / "huge_dataset").mkdir()
     _png_header(root / "huge_dataset" / "huge.png", 13000, 13000)
     Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / "huge_dataset" / "fine.png")
+    (root / "giant_dataset").mkdir()
+    _png_header(root / "giant_dataset" / "giant.png", 20000, 20000)
     lesion = np.zeros((24, 24), np.uint8)
     lesion[6:18, 4:20] = 255
     for folder, name, pixels in (
