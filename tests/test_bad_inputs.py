@@ -49,7 +49,7 @@ CASES = [
          r"pggan_unknown_key/config\.json: PGGANConfig: unknown config keys \['resolutoin'\]$", slow=True),
     Case("config-out-of-range/pggan_sample", "pggan_sample", ("{pggan_bad_value}", "--out", "{existing_out}"),
          r"pggan_bad_value/config\.json: PGGANConfig\.resolution must be a power of two", slow=True),
-    Case("config-missing-key/mask2image_synthesize", "mask2image_synthesize",
+    Case("config-wrong-type/mask2image_synthesize", "mask2image_synthesize",
          ("{m2i_bad_type}", "--masks", "{masks}", "--class", "melanoma", "--out", "{existing_out}", "--resolution", "16"),
          r'm2i_bad_type/config\.json: Pix2PixHDConfig\.ngf is "4", expected int$', slow=True),
     # images above the decode limit (lesion_data.preprocess.MAX_PIXELS)
