@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from lesion_data.prepare import open_or_prepare
+from lesion_data.readers import list_image_files
 from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
 from lesion_metrics.inception import default_cache_dir
@@ -286,13 +287,12 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
 
 
 def _first_image_size(folder: Path) -> int:
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}:
-            try:
-                with Image.open(path) as image:
-                    return min(image.size)
-            except OSError as error:
-                raise EvaluationError(f"{path}: unreadable image ({error})") from None
+    for path in list_image_files(folder, recursive=True)[:1]:
+        try:
+            with Image.open(path) as image:
+                return min(image.size)
+        except OSError as error:
+            raise EvaluationError(f"{path}: unreadable image ({error})") from None
     raise EvaluationError(f"{folder}: no images found")
 
 

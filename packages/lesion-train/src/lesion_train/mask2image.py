@@ -381,9 +381,6 @@ def train_mask2image(config: Mask2ImageConfig) -> gan_loop.RunResult:
 # ---------------------------------------------------------------------------------------------
 # Synthesis from mask files.
 
-MASK_SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
-
-
 class SynthesisError(ValueError):
     """Bad synthesis input (model directory, masks, classes); the message names the file."""
 
@@ -415,24 +412,17 @@ def load_generator(model: str | Path, resolution: int | None = None, device="cpu
 
 
 def read_masks(folder: str | Path, resolution: int) -> tuple[list[str], torch.Tensor]:
-    """Every mask image in ``folder`` (sorted), resized (nearest) to ``resolution``: names, (N, 1, R, R) {0, 1}."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """Every mask image in ``folder`` (sorted, checked by ``lesion_data.preprocess.read_mask_folder``;
+    warnings go to stderr), resized (nearest) to ``resolution``: names, (N, 1, R, R) {0, 1}."""
+    from lesion_data.preprocess import BadInput, read_mask_folder
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SynthesisError(f"{folder}: masks folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
-    if not files:
-        raise SynthesisError(f"{folder}: no mask images ({', '.join(MASK_SUFFIXES)})")
-    arrays = []
-    for path in files:
-        try:
-            with Image.open(path) as im:
-                arrays.append(np.asarray(im.convert("L").resize((resolution, resolution), Image.NEAREST)) > 127)
-        except (OSError, UnidentifiedImageError) as error:
-            raise SynthesisError(f"{path}: unreadable mask ({error})") from None
-    return [p.stem for p in files], torch.from_numpy(np.stack(arrays)).unsqueeze(1).float()
+    try:
+        names, masks, notes = read_mask_folder(folder, resolution)
+    except BadInput as error:
+        raise SynthesisError(str(error)) from None
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return names, torch.from_numpy(masks).unsqueeze(1).float()
 
 
 def _mask_id(stem: str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lesion_models.hub import replace_directory
+from lesion_models.hub import replace_directory, torch_load_problem
 from PIL import Image
 
 OPTIONS_NAME = "training_options.json"
@@ -226,7 +226,7 @@ def load_training_state(snapshot: Path, device: str | torch.device = "cpu") -> d
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises several types for truncated/corrupt pickles
-        raise ResumeError(f"{path}: unreadable or truncated ({type(error).__name__}: {error})") from None
+        raise ResumeError(f"{path}: {torch_load_problem(error)}") from None
 
 
 def resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
