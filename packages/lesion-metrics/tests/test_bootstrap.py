@@ -17,15 +17,22 @@ def test_weighted_frechet_equals_the_repeated_rows(dims):
     assert frechet_distance_weighted(a, wa, b, wb) == pytest.approx(repeated, rel=1e-7)  # eigh of rank-deficient S: ~1e-8
 
 
-def test_resampled_mmd_equals_the_repeated_rows():
+def test_resampled_mmd_pairs_only_different_images():
     rng = np.random.default_rng(1)
-    a, b = rng.standard_normal((40, 6)), rng.standard_normal((40, 6)) + 0.3
-    wa, wb = resample_counts(40, 3, rng), resample_counts(40, 3, rng)
+    a, b = rng.standard_normal((40, 6)), rng.standard_normal((30, 6)) + 0.3
+    wa, wb = resample_counts(40, 3, rng), resample_counts(30, 3, rng)
     values = mmd2_resampled(a, b, wa, wb, chunk=7)
     for i in range(3):
+        # The repeated rows, with every pair of draws of one image (not only a draw with itself) left out.
         x, y = np.repeat(a, wa[i], 0), np.repeat(b, wb[i], 0)
-        expected = mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
+        same_x, same_y = np.repeat(np.arange(40), wa[i]), np.repeat(np.arange(30), wb[i])
+        kxx, kyy = polynomial_kernel(x, x), polynomial_kernel(y, y)
+        different_x, different_y = same_x[:, None] != same_x[None], same_y[:, None] != same_y[None]
+        expected = (kxx[different_x].mean() + kyy[different_y].mean() - 2 * polynomial_kernel(x, y).mean())
         assert values[i] == pytest.approx(expected, rel=1e-9)
+    ones = mmd2_resampled(a[:30], b, np.ones((1, 30)), np.ones((1, 30)))[0]
+    assert ones == pytest.approx(mmd2_unbiased(polynomial_kernel(a[:30], a[:30]), polynomial_kernel(b, b),
+                                               polynomial_kernel(a[:30], b)), rel=1e-9)
 
 
 def test_interval_of_a_mean_has_the_normal_width():
@@ -51,6 +58,18 @@ def test_frechet_interval_resamples_both_sides():
     again = MetricOptions(None, None, bootstrap=400, seed=5)
     frechet_figure(again, "fid", real, fake)
     assert again.intervals == opts.intervals  # seeded: deterministic
+
+
+def test_frechet_interval_holds_the_value_of_a_small_set():
+    # 300 images in 64 dimensions: resampled sets (duplicates) raise FD by about its own bias, so
+    # the plain percentile interval would lie wholly above the value.
+    rng = np.random.default_rng(4)
+    scales = 1 / np.sqrt(np.arange(1, 65))
+    real, fake = rng.standard_normal((300, 64)) * scales, rng.standard_normal((300, 64)) * scales * 1.1 + 0.05
+    opts = MetricOptions(None, None, bootstrap=100, seed=0)
+    value = frechet_figure(opts, "fid", real, fake)
+    lo, hi = opts.intervals["fid"]
+    assert lo < value < hi and hi - lo < value
 
 
 def test_records_carry_flags_and_intervals(smooth, cheap_inception):

@@ -34,3 +34,14 @@ def mean_interval(values, resamples: int, rng: np.random.Generator) -> tuple[flo
     """Interval of the mean of per-item values (per pair, per image)."""
     values = np.asarray(values, np.float64)
     return percentile_interval(resample_counts(len(values), resamples, rng) @ values / len(values))
+
+
+def recentred_interval(values, value: float) -> tuple[float, float]:
+    """The percentile interval moved so that the resamples' median falls on ``value``. For a biased
+    statistic whose resamples are biased further (the Frechet distance: duplicated images act like a
+    smaller set, which raises it by about its own small-sample bias), the plain percentile interval
+    lies above the value; this one keeps the resamples' spread and shows the sampling variation of
+    the statistic at this set size."""
+    lo, hi = percentile_interval(values)
+    median = float(np.median(values))
+    return value + lo - median, value + hi - median

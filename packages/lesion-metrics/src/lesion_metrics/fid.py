@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesion_metrics.bootstrap import percentile_interval, resample_counts, resample_rng
+from lesion_metrics.bootstrap import recentred_interval, resample_counts, resample_rng
 from lesion_metrics.frechet import feature_statistics, frechet_distance, frechet_distance_weighted
 from lesion_metrics.registry import MetricOptions, register_metric, require_images
 
@@ -19,15 +19,17 @@ def fid_from_features(real, fake) -> float:
 def frechet_figure(opts: MetricOptions, result: str, real: np.ndarray, fake: np.ndarray) -> float:
     """The Frechet distance of two feature sets, flagged when either side has no more images than
     feature dimensions (a rank-deficient covariance), with a bootstrap interval when asked for:
-    ``opts.bootstrap`` resamples of both sides, each through :func:`frechet_distance_weighted`."""
+    ``opts.bootstrap`` resamples of both sides, each through :func:`frechet_distance_weighted`,
+    re-centred on the value (:func:`recentred_interval`)."""
     count, dim = min(len(real), len(fake)), real.shape[1]
     if count <= dim:
         opts.flag(result, f"{count} images per side, not more than the {dim} feature dimensions: rank-deficient covariance")
+    value = fid_from_features(real, fake)
     if opts.bootstrap:
         rng = resample_rng(opts.seed, result)
         draws = zip(resample_counts(len(real), opts.bootstrap, rng), resample_counts(len(fake), opts.bootstrap, rng))
-        opts.interval(result, *percentile_interval([frechet_distance_weighted(real, a, fake, b) for a, b in draws]))
-    return fid_from_features(real, fake)
+        opts.interval(result, *recentred_interval([frechet_distance_weighted(real, a, fake, b) for a, b in draws], value))
+    return value
 
 
 def check_fid_counts(metric: str, opts: MetricOptions) -> None:

@@ -37,29 +37,32 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, num_subsets: int = NUM
 
 
 def _weighted_kernel_sums(x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray, chunk: int):
-    """Per resample b: sum_ij wx[b,i] k(x_i, y_j) wy[b,j], and sum_i wx[b,i] k(x_i, y_i) (x is y only
-    for the within-set sums). Kernel rows are made one chunk at a time, never the full matrix."""
+    """Per resample b: sum_ij wx[b,i] k(x_i, y_j) wy[b,j], and sum_i wx[b,i] wy[b,i] k(x_i, y_i) (x is y
+    only for the within-set sums). Kernel rows are made one chunk at a time, never the full matrix."""
     total, diagonal = np.zeros(len(wx)), np.zeros(len(wx))
     for lo in range(0, len(x), chunk):
         k = polynomial_kernel(x[lo:lo + chunk], y)
         total += ((k @ wy.T) * wx[:, lo:lo + chunk].T).sum(axis=0)
         if x is y:
-            diagonal += wx[:, lo:lo + chunk] @ np.diagonal(k[:, lo:lo + chunk])
+            diagonal += (wx[:, lo:lo + chunk] * wy[:, lo:lo + chunk]) @ np.diagonal(k[:, lo:lo + chunk])
     return total, diagonal
 
 
 def mmd2_resampled(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, fake_counts: np.ndarray,
                    chunk: int = 1024) -> np.ndarray:
-    """Unbiased MMD^2 of whole resampled sets, one per row of the count matrices (B, N): each draw is
-    a separate sample, so two draws of one image are a pair (k(x, x)) and a draw with itself is not;
-    equal to :func:`mmd2_unbiased` on the kernel matrices of the repeated rows."""
+    """Unbiased MMD^2 of whole resampled sets, one per row of the count matrices (B, N). The
+    within-set means run over pairs of *different* images, each pair weighted by how often both were
+    drawn: two draws of one image are not a pair, since k(x, x) terms would bias the resampled
+    MMD^2 upwards (as a U-statistic's diagonal does). With every image drawn once this is
+    :func:`mmd2_unbiased` of the whole sets."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     wr, wf = np.asarray(real_counts, np.float64), np.asarray(fake_counts, np.float64)
     m, n = len(real), len(fake)
     xx, dx = _weighted_kernel_sums(real, real, wr, wr, chunk)
     yy, dy = _weighted_kernel_sums(fake, fake, wf, wf, chunk)
     xy, _ = _weighted_kernel_sums(real, fake, wr, wf, chunk)
-    return (xx - dx) / (m * (m - 1)) + (yy - dy) / (n * (n - 1)) - 2 * xy / (m * n)
+    pairs_x, pairs_y = m * m - (wr * wr).sum(axis=1), n * n - (wf * wf).sum(axis=1)
+    return (xx - dx) / pairs_x + (yy - dy) / pairs_y - 2 * xy / (m * n)
 
 
 def kid_figure(opts: MetricOptions, result: str, real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
@@ -67,7 +70,6 @@ def kid_figure(opts: MetricOptions, result: str, real: np.ndarray, fake: np.ndar
     rather than fail) and the figure is flagged; with a bootstrap interval when asked for."""
     size = min(SUBSET_SIZE, len(real), len(fake))
     if size < SUBSET_SIZE:
-        opts.note(f"kid: subsets of {size} images instead of {SUBSET_SIZE} (needs {SUBSET_SIZE} per side)")
         opts.flag(result, f"subsets of {size} images, fewer than the {SUBSET_SIZE} KID is defined with")
     if opts.bootstrap:
         # The subset mean and the whole-set unbiased MMD^2 estimate the same quantity; the interval
