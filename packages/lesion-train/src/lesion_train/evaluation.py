@@ -38,7 +38,7 @@ from lesion_train.distributed import choose_device
 from lesion_train.runs import JsonlLog, atomic_write_text, find_model, image_grid, list_snapshots, to_uint8
 from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
-DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
+DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd", "memorization", "spectral", "per_class")
 
 
 class EvaluationError(RuntimeError):
@@ -62,6 +62,7 @@ class EvaluateConfig:
     report: str | None = None  # directory for the HTML report
     progress: bool = True
     compile: bool = False  # torch.compile Inception and the generator: pays from ~2,500 generated images
+    bootstrap: int = 200  # resamples for the 95% intervals (0: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def open_store(path: Path, resolution: int, cache: Path, progress: bool) -> Prep
 def store_source(store: PreparedStore, resolution: int, limit: int, name: str, batch_size: int) -> ImageSource:
     images = store.images(resolution)[:limit]
     key = f"{store.manifest.get('content_hash', store.path)}:{resolution}"
-    return ImageSource.from_array(images, name, batch_size, cache_key=key)
+    return ImageSource.from_array(images, name, batch_size, cache_key=key, labels=store.labels, class_names=store.class_names)
 
 
 # Generated images up to this size are written once to a scratch array that every metric then
@@ -122,13 +123,14 @@ def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: 
 
     fits = materialize and n * 3 * resolution**2 <= MATERIALIZE_BYTES
     images = _scratch_array((n, resolution, resolution, 3)) if fits else None
+    labels = np.arange(n) % num_classes if num_classes else None  # the classes asked for, as generate()
     if images is None:
-        return ImageSource(name, n, batches)
+        return ImageSource(name, n, batches, labels=labels)
     with tqdm(total=n, desc=f"generating {name}", unit="img", disable=not progress, leave=False) as bar:
         for start, batch in zip(range(0, n, batch_size), batches()):
             images[start:start + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
             bar.update(len(batch))
-    return ImageSource.from_array(images, name, batch_size)
+    return ImageSource.from_array(images, name, batch_size, labels=labels)
 
 
 def _scratch_array(shape: tuple[int, ...]) -> np.ndarray | None:
@@ -233,6 +235,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
     domain = load_domain_extractor(config.domain_classifier, device) if config.domain_classifier else None
     records: list[dict] = []
     samples: dict[str, torch.Tensor] = {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}  # per target and space: closest real / generated pairs
     real_store = None
     for label, kimg, target in targets:
         pending = [m for m in metrics if kind != "run" or _already_done(Path(config.generated), m, label, config.n, config.seed) is None]
@@ -263,7 +266,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
         real = store_source(real_store, resolution, config.n, "real", config.batch_size)
         opts = MetricOptions(real, fake, device=str(device), seed=config.seed, inception_weights=config.inception_weights,
                              cache_dir=str(cache), domain_extractor=domain, batch_size=config.batch_size,
-                             progress=config.progress, compile=config.compile)
+                             progress=config.progress, compile=config.compile, bootstrap=config.bootstrap)
         samples.setdefault("real", next(iter(real.iterate(16))))
         samples[label] = next(iter(fake.iterate(16)))
         for metric in pending:
@@ -275,6 +278,9 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
                 record = {"metric": metric, "results": {}, "unavailable": str(error), "notes": []}
             record.update(snapshot=label, kimg=kimg, n=config.n, seed=config.seed, resolution=resolution,
                           generated=str(config.generated), real=str(config.real))
+            for space, closest in record.get("artifacts", {}).get("closest_pairs", {}).items():
+                pairs.setdefault(label, {})[space] = torch.stack([real.gather([p["real"] for p in closest]),
+                                                                   fake.gather([p["generated"] for p in closest])], 1)
             records.append(record)
             if kind == "run":
                 (Path(config.generated) / "metrics").mkdir(exist_ok=True)
@@ -282,7 +288,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
     if config.output:
         atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
     if config.report:
-        write_report(Path(config.report), records, samples, kind)
+        write_report(Path(config.report), records, samples, kind, pairs)
     return records
 
 
@@ -300,25 +306,45 @@ def _first_image_size(folder: Path) -> int:
 # Presentation
 
 
+def format_value(record: dict, key: str) -> str:
+    """``value [lo, hi]`` with the bootstrap interval when there is one, ``*`` when the figure is
+    flagged as computed from too few images to be stable."""
+    text = f"{record['results'][key]:.4f}"
+    if key in record.get("intervals", {}):
+        lo, hi = record["intervals"][key]
+        text += f" [{lo:.4f}, {hi:.4f}]"
+    return text + (" *" if key in record.get("flags", {}) else "")
+
+
 def format_table(records: list[dict]) -> str:
-    """One line per (target, result); unavailable metrics say why, notes follow the table."""
-    lines = [f"{'snapshot':<16} {'metric':<24} {'value':>12}"]
+    """One line per (target, result); unavailable metrics say why; notes and the reasons for the
+    ``*`` flags follow the table."""
+    lines = [f"{'snapshot':<16} {'metric':<24} {'value [95% interval]':>12}"]
     notes: list[str] = []
     for r in records:
         if r.get("unavailable"):
             lines.append(f"{r['snapshot']:<16} {r['metric']:<24} {'n/a':>12}  ({r['unavailable']})")
-        for key, value in r["results"].items():
-            lines.append(f"{r['snapshot']:<16} {key:<24} {value:>12.4f}" + ("  (cached)" if r.get("reused") else ""))
+        for key in r["results"]:
+            lines.append(f"{r['snapshot']:<16} {key:<24} {format_value(r, key):>12}" + ("  (cached)" if r.get("reused") else ""))
         notes += [n for n in r.get("notes", []) if n not in notes]
+        notes += [n for key, why in r.get("flags", {}).items() if (n := f"* {key}: {why}") not in notes]
+        if r.get("intervals") and (n := f"intervals: {r['bootstrap']} bootstrap resamples of both sides") not in notes:
+            notes.append(n)
     return "\n".join(lines + [f"note: {n}" for n in notes])
 
 
-def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: list[str] | None = None) -> None:
-    """A small line chart (metric against kimg) drawn with PIL; ``labels`` are written above the points."""
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c")
+
+
+def _curve_png(path: Path, title: str, points: list[tuple[float, float]] | dict[str, list[tuple[float, float]]],
+               labels: list[str] | None = None, x_unit: str = "kimg") -> None:
+    """A small line chart (a metric against kimg, or named series, each in its colour, the names
+    written as a legend) drawn with PIL; ``labels`` are written above the points of a single series."""
     width, height, margin = 420, 260, 48
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    series = points if isinstance(points, dict) else {"": points}
+    xs, ys = [p[0] for s in series.values() for p in s], [p[1] for s in series.values() for p in s]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys)
     if math.isclose(y0, y1):
@@ -332,21 +358,26 @@ def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: 
     draw.text((margin, 12), title, fill="black")
     draw.text((4, margin - 6), f"{y1:.4g}", fill="black")
     draw.text((4, height - margin - 6), f"{y0:.4g}", fill="black")
-    draw.text((margin, height - margin + 8), f"{x0} kimg", fill="black")
-    draw.text((width - margin - 40, height - margin + 8), f"{x1} kimg", fill="black")
-    pts = [xy(x, y) for x, y in points]
-    if len(pts) > 1:
-        draw.line(pts, fill="#1f77b4", width=2)
-    for i, (px, py) in enumerate(pts):
-        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill="#1f77b4")
-        if labels:
-            draw.text((px - 12, py - 16), labels[i], fill="#555")
+    draw.text((margin, height - margin + 8), f"{x0:g} {x_unit}", fill="black")
+    draw.text((width - margin - 60, height - margin + 8), f"{x1:g} {x_unit}", fill="black")
+    for k, (name, values) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        pts = [xy(x, y) for x, y in values]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for i, (px, py) in enumerate(pts if len(pts) < 40 else []):  # dense curves: no markers
+            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+            if labels:
+                draw.text((px - 12, py - 16), labels[i], fill="#555")
+        draw.text((width - margin - 80, margin + 4 + 12 * k), name, fill=colour)
     image.save(path)
 
 
-def write_report(directory: Path, records: list[dict], samples: dict[str, torch.Tensor], kind: str) -> Path:
-    """index.html with the metric table, real and generated grids side by side, and (run dirs)
-    every metric across snapshots as a PNG curve."""
+def write_report(directory: Path, records: list[dict], samples: dict[str, torch.Tensor], kind: str,
+                 pairs: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """index.html with the metric table (``value [lo, hi]``, ``*`` on flagged figures), real and
+    generated grids side by side, the closest real / generated pairs, the power spectra, and (run
+    dirs) every metric across snapshots as a PNG curve."""
     directory.mkdir(parents=True, exist_ok=True)
     grids = {}
     for name, images in samples.items():
@@ -355,14 +386,16 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
         grids[name] = file
     # One row per snapshot / model, one column per result: progress reads down a column.
     columns: list[str] = []
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, str]] = {}
+    flags: dict[str, str] = {}
     resolution: dict[str, int] = {}
     missing: dict[str, str] = {}
     for r in records:
         resolution[r["snapshot"]] = r.get("resolution")
         for key, value in r["results"].items():
             columns += [key] if key not in columns else []
-            table.setdefault(r["snapshot"], {})[key] = value
+            table.setdefault(r["snapshot"], {})[key] = format_value(r, key)
+        flags.update(r.get("flags", {}))
         if r.get("unavailable"):
             missing[r["metric"]] = r["unavailable"]
     curves = []
@@ -379,13 +412,29 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
                 file = f"curve_{key}.png"
                 _curve_png(directory / file, key, [p[:2] for p in points], labels)
                 curves.append(file)
+    figures = []
+    for name, spaces in (pairs or {}).items():
+        for space, images in spaces.items():
+            file = f"closest_{name}_{space}.png"
+            Image.fromarray(image_grid(images.flatten(0, 1).float() / 127.5 - 1, ncol=2)).save(directory / file)
+            figures.append((file, f"{name}, {space}: nearest real (left) to the closest generated (right)"))
+    for r in records:
+        if "spectrum" in r.get("artifacts", {}):
+            spectrum, file = r["artifacts"]["spectrum"], f"spectrum_{r['snapshot']}.png"
+            _curve_png(directory / file, f"{r['snapshot']}: power (dB) per radial frequency",
+                       {side: [(f, 10 * math.log10(max(p, 1e-30))) for f, p in zip(spectrum["frequency"], spectrum[side])]
+                        for side in ("real", "generated")}, x_unit="cycles/px")
+            figures.append((file, f"{r['snapshot']}: azimuthally averaged power spectra"))
     notes = sorted({n for r in records for n in r.get("notes", [])})
+    notes += [f"* {key}: {why}" for key, why in flags.items()]
+    bootstraps = sorted({r["bootstrap"] for r in records if r.get("intervals")})
+    notes += [f"[lo, hi]: 95% bootstrap interval, {b} resamples of both sides" for b in bootstraps]
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in columns)
 
-    def row(name: str, values: dict[str, float]) -> str:
+    def row(name: str, values: dict[str, str]) -> str:
         label = name + (f" ({resolution[name]} px)" if resolution.get(name) else "")
-        cells = "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>" for c in columns)
+        cells = "".join(f"<td>{e(values[c])}</td>" if c in values else "<td></td>" for c in columns)
         return f"<tr><td>{e(label)}</td>{cells}</tr>"
 
     body = "".join(row(name, values) for name, values in table.items())
@@ -399,6 +448,7 @@ figure{{display:inline-block;margin:0 1em 1em 0}}figure img{{image-rendering:pix
 {''.join(f'<p>not computed: <b>{e(m)}</b>: {e(why)}</p>' for m, why in missing.items())}
 {''.join(f'<p>note: {e(n)}</p>' for n in notes)}
 <h2>Samples: real and generated</h2>{grid_html}
+{'<h2>Memorization and spectra</h2>' + ''.join(f"<figure><img src='{e(f)}'><figcaption>{e(c)}</figcaption></figure>" for f, c in figures) if figures else ''}
 {'<h2>Training progress</h2>' + ''.join(f"<img src='{e(c)}'>" for c in curves) if curves else ''}
 </body></html>"""
     atomic_write_text(directory / "index.html", page)
