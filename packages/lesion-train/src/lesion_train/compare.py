@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 
 from lesion_train import baselines, gan_loop, pggan, runs, setup
 from lesion_train.distributed import DistEnv, choose_device
-from lesion_train.evaluation import EvaluateConfig, evaluate, load_latent_generator
+from lesion_train.evaluation import EvaluateConfig, evaluate, format_value, load_latent_generator
 
 ARCHS = ("pggan", *baselines.ARCHS)
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid", "pr")
@@ -153,9 +153,12 @@ def format_markdown(rows: list[dict]) -> str:
     lines = ["| arch | kimg | train min | " + " | ".join(columns) + " |",
              "|" + "---|" * (len(columns) + 3)]
     for row in rows:
-        values = [f"{row['results'][c]:.4g}" if c in row["results"] else "n/a" for c in columns]
+        values = [format_value(row, c) if c in row["results"] else "n/a" for c in columns]
         lines.append(f"| {row['arch']} | {row['kimg']:g} | {row['train_seconds'] / 60:.1f} | " + " | ".join(values) + " |")
     notes = _inception_note(rows) + sorted({note for row in rows for note in row["notes"]})
+    notes += sorted({f"* {row['arch']} {key}: {why}" for row in rows for key, why in row.get("flags", {}).items()})
+    notes += sorted({f"[lo, hi]: 95% bootstrap interval, {row['bootstrap']} resamples of both sides"
+                     for row in rows if row.get("intervals")})
     return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
@@ -179,16 +182,19 @@ def compare(config: CompareConfig) -> dict:
             raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
         records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,
                                           n=config.n, seed=config.seed, device=config.device, progress=config.progress))
-        results, notes = {}, []
+        results, notes, intervals, flags = {}, [], {}, {}
         counts = {"num_real": records[0]["num_real"], "num_fake": records[0]["num_fake"]} if records else {}
         for record in records:
             results.update(record["results"])
+            intervals.update(record.get("intervals", {}))
+            flags.update(record.get("flags", {}))
             notes += [n for n in record.get("notes", []) if n not in notes]
         z, _ = gan_loop.fixed_latents(G, 64, config.seed, device)
         panels.append((arch, gan_loop.generate_grid(G, z, None).cpu()))
         rows.append({"arch": arch, "run": str(run), "snapshot": str(snapshot), "kimg": runs.load_training_state(snapshot)["nimg"] / 1000,
                      "train_seconds": round(train_seconds, 1), "wall_seconds": round(time.time() - started, 1),
-                     **counts, "results": results, "notes": notes})
+                     **counts, "results": results, "notes": notes, "intervals": intervals, "flags": flags,
+                     "bootstrap": max((r.get("bootstrap", 0) for r in records), default=0)})
     document = {"config": runs.to_jsonable(config), "store": str(store.path), "rows": rows}
     runs.atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
     runs.atomic_write_text(out / "table.md", format_markdown(rows))
