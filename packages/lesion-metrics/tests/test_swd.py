@@ -143,3 +143,14 @@ def test_interval_holds_the_value_and_separates_sets(smooth):
     far, (far_lo, far_hi) = swd(noisy)
     assert hi < far_lo < far < far_hi
     assert swd(same) == (value, [lo, hi])  # seeded
+
+
+def test_interval_spread_comes_from_resampling_images():
+    # Both sides hold the same descriptors, so any set of directions gives SWD 0: all the spread of
+    # the interval comes from drawing different images on the two sides.
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(12, 1, 3, 7, 7, generator=g).expand(-1, S.NHOODS_PER_IMAGE, -1, -1, -1).reshape(-1, 3, 7, 7)
+    desc = [S.Descriptors.of(raw.contiguous())]
+    assert S.sliced_wasserstein(desc[0], desc[0], S.random_directions(147, g, repeats=1)) == 0
+    lo, hi = S.swd_interval(desc, desc, 12, 0.0, 10, torch.Generator().manual_seed(1))
+    assert hi - lo > 1.0
