@@ -36,3 +36,5 @@ def test_unlabelled_sides_are_reported_not_computed(cheap_inception):
     labelled = ImageSource.from_array(images, "real", labels=np.zeros(10))
     assert "no class labels" in calc_metric("per_class", MetricOptions(unlabelled, unlabelled))["unavailable"]
     assert "conditional" in calc_metric("per_class", MetricOptions(labelled, unlabelled))["unavailable"]
+    unknown = ImageSource.from_array(images, "generated", labels=np.full(10, -1))
+    assert "conditional" in calc_metric("per_class", MetricOptions(labelled, unknown))["unavailable"]

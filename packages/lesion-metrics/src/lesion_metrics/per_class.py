@@ -22,7 +22,7 @@ def per_class(opts: MetricOptions) -> dict[str, float]:
     real_labels, fake_labels = opts.real.labels, opts.fake.labels
     if real_labels is None or not (real_labels >= 0).any():
         raise MetricUnavailable("the real images have no class labels")
-    if fake_labels is None:
+    if fake_labels is None or not (fake_labels >= 0).any():  # a folder's images come unlabelled (-1)
         raise MetricUnavailable("the generated images have no classes (only a conditional generator's have)")
     count = int(max(real_labels.max(), fake_labels.max())) + 1
     names = list(opts.real.class_names or opts.fake.class_names)
@@ -33,7 +33,7 @@ def per_class(opts: MetricOptions) -> dict[str, float]:
     for k, name in enumerate(names):
         r, f = real[real_labels == k], fake[fake_labels == k]
         out[f"fraction_real[{name}]"] = float((real_labels[known] == k).mean())
-        out[f"fraction_generated[{name}]"] = float((fake_labels == k).mean())
+        out[f"fraction_generated[{name}]"] = float((fake_labels[fake_labels >= 0] == k).mean())
         if min(len(r), len(f)) < K + 1:
             opts.note(f"per_class: {name}: {len(r)} real and {len(f)} generated images, too few for its figures "
                       f"(needs {K + 1} per side)")
