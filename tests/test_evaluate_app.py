@@ -198,6 +198,7 @@ def test_clear_errors(real_store, cache, tmp_path):
     one = write_folder(tmp_path / "one", generate_phantoms(1, 32, seed=0)[0])
     check(one, "msssim needs at least 2 generated images", metrics=("msssim",))
     check(one, "unknown metric 'fidd'", metrics=("fidd",))
+    check(one, "--bootstrap must be 0", bootstrap=-1)
     check(tmp_path / "missing", "does not exist")
 
 

@@ -62,7 +62,7 @@ class EvaluateConfig:
     report: str | None = None  # directory for the HTML report
     progress: bool = True
     compile: bool = False  # torch.compile Inception and the generator: pays from ~2,500 generated images
-    bootstrap: int = 200  # resamples for the 95% intervals (0: none)
+    bootstrap: int = 200  # bootstrap resamples for the 95% intervals shown as value [lo, hi] (0: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +228,8 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             raise EvaluationError(f"unknown metric {name!r}; valid: {', '.join(list_metrics())}")
     if config.n < 1:
         raise EvaluationError(f"--n must be positive, got {config.n}")
+    if config.bootstrap < 0:
+        raise EvaluationError(f"--bootstrap must be 0 (no intervals) or more, got {config.bootstrap}")
     device = choose_device(config.device)
     cache = _cache_root(config)
     kind, targets = _targets(config)
