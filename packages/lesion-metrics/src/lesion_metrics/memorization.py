@@ -56,8 +56,7 @@ def nearest_two(queries: torch.Tensor, support: torch.Tensor, exclude_self: bool
 def memorization_figures(real, fake, scale: float = 1.0) -> dict:
     """Copy rate and nearest-neighbour figures of ``fake`` rows against ``real`` rows (distances
     multiplied by ``scale``), with the data for the intervals and the closest pairs."""
-    real = torch.as_tensor(np.asarray(real) if not isinstance(real, torch.Tensor) else real, dtype=torch.float32)
-    fake = torch.as_tensor(np.asarray(fake) if not isinstance(fake, torch.Tensor) else fake, dtype=torch.float32)
+    real, fake = torch.as_tensor(real, dtype=torch.float32), torch.as_tensor(fake, dtype=torch.float32)
     if len(real) < 3:
         raise ValueError(f"memorization needs at least 3 real images (a nearest and a second-nearest other), got {len(real)}")
     real_nn = nearest_two(real, real, exclude_self=True)[0].double().numpy() * scale
