@@ -54,3 +54,9 @@ def test_pixels_are_area_resized_to_64():
     images[:, :, :, 64:] = 255
     features = pixel_features(ImageSource.from_array(images, "x"))
     assert features.shape == (2, 3 * 64 * 64) and features.mean().item() == pytest.approx(0.5)
+
+
+def test_gather_reads_images_across_batches_in_the_asked_order():
+    images = torch.arange(7, dtype=torch.uint8)[:, None, None, None].expand(7, 3, 2, 2).contiguous()
+    picked = ImageSource.from_array(images, "x", batch_size=3).gather([5, 0, 5, 3])
+    assert picked[:, 0, 0, 0].tolist() == [5, 0, 5, 3]
