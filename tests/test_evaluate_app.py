@@ -115,7 +115,7 @@ def test_no_room_for_the_scratch_file_means_generating_per_pass(monkeypatch):
     assert G.batch_sizes == [4] * 6 and torch.equal(first, second)
 
 
-@pytest.mark.slow  # inductor compiles the generator: ~20 s here
+@pytest.mark.slow  # inductor compiles the generator: ~20 s on a CPU
 def test_compiled_generator_gives_the_eager_images():
     from torch._dynamo.utils import counters
 
@@ -244,7 +244,7 @@ def test_model_directory_with_stand_in_conditional_generator(real_store, cache, 
         evaluate(dataclasses.replace(config, resolution=64))
 
 
-@pytest.mark.slow  # building and saving a ResNet-18 takes most of a minute on this CPU
+@pytest.mark.slow  # building and saving a ResNet-18 takes most of a minute on a CPU
 def test_domain_fd_with_a_lesion_classifier(real_store, cache, tmp_path):
     pytest.importorskip("torchvision")
     from lesion_models.classifier import ClassifierConfig, LesionClassifier

@@ -4,7 +4,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def inception_cache(tmp_path_factory):
-    """A session cache directory holding the fid-helper weights converted once to our layout."""
+    """A cache directory, shared by the whole test run, holding the fid-helper weights converted once to our layout."""
     from lesion_metrics.inception import load_inception
 
     cache = tmp_path_factory.mktemp("lesion-gan-cache")

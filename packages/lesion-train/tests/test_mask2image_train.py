@@ -122,7 +122,7 @@ def test_local_enhancer_starts_from_the_global_model_and_can_keep_it_fixed(tmp_p
         Mask2ImageConfig(arch="spade", n_local_enhancers=1)
 
 
-@pytest.mark.slow  # ~1 min here: inductor compiles G and D
+@pytest.mark.slow  # ~1 min on a CPU: inductor compiles G and D
 def test_compiled_networks_give_eager_losses_and_gradients(tmp_path):
     torch._dynamo.reset()
     masks = torch.zeros(2, 1, 32, 32)

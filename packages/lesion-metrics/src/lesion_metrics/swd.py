@@ -129,7 +129,7 @@ def get_descriptors(level: torch.Tensor, positions: torch.Tensor, out: torch.Ten
     Laid out as the official code's ``ogrid`` makes them: the first patch axis walks along x (a
     transposed patch). Isotropic directions make this immaterial for SWD, but it keeps descriptors
     identical to the official ones. One ``index_select`` over a view of every patch by the flat offset
-    of its corner, written straight into ``out`` if given (2x faster here than indexing (image, y, x)).
+    of its corner, written straight into ``out`` if given (2x faster than indexing (image, y, x) on one thread).
     """
     n, c, h, w = level.shape
     k = NHOOD_SIZE
@@ -219,16 +219,16 @@ def sorted_projections(desc: Descriptors, dirs: torch.Tensor, reference: torch.T
     """(directions, neighbourhoods) normalised projections with each row sorted, and, given the sorted
     ``reference`` rows of another set, the sum of |sorted - reference| over all of them. ``out``, a
     (directions, neighbourhoods) float32 buffer, receives the projections: reusing one across calls
-    saves faulting in fresh pages for every 134 MB result (measured 77 -> 137 GFLOP/s here).
+    saves faulting in fresh pages for every 134 MB result (the matmul runs 1.8x faster).
 
     On CPU each of torch's threads takes a block of rows (directions) and does all their work itself:
     projects them with a single-threaded NumPy (OpenBLAS) matmul, then sorts each row with NumPy (SIMD,
     in place, GIL released; ~10x faster per core than torch's CPU sort and than sorting down columns as
-    the official code does), shifts it, compares it with the reference row and sums. Measured on the
-    AMD EPYC (Zen 5) here: torch.mm runs this thin shape (K = 147) at 85-120 GFLOP/s against 150-195
-    for OpenBLAS, but a multi-threaded OpenBLAS call leaves its worker spinning, which slows the sorts
-    that follow by 1.5x; per-thread single-threaded projection avoids both (0.15 -> 0.11 s per 128
-    directions of 262144 neighbourhoods). On GPUs, one matmul and torch.sort.
+    the official code does), shifts it, compares it with the reference row and sums. On AMD CPUs
+    torch.mm (MKL) runs this thin shape (K = 147) at about 0.6x OpenBLAS's rate, but a multi-threaded
+    OpenBLAS call leaves its worker spinning, which slows the sorts that follow by 1.5x; per-thread
+    single-threaded projection avoids both (0.15 -> 0.11 s per 128 directions of 262144
+    neighbourhoods). On GPUs, one matmul and torch.sort.
     """
     weights, shift = desc.folded(dirs)
     shift = shift.float()
@@ -303,7 +303,7 @@ def projection_buffers(desc: Descriptors, dirs: torch.Tensor) -> tuple[torch.Ten
 def _large_empty(shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
     """An uninitialised float32 buffer of hundreds of MB. On CPU allocated by NumPy, which advises the
     kernel to back large arrays with transparent huge pages: first touching them costs half as much
-    here as torch's 4 KB pages (154 MB: 32 against 60 ms)."""
+    as with torch's 4 KB pages (154 MB: 32 against 60 ms)."""
     if torch.device(device).type == "cpu":
         return torch.from_numpy(np.empty(shape, np.float32))
     return torch.empty(shape, device=device)
@@ -316,7 +316,7 @@ def collect_descriptors(source: ImageSource, count: int, generator: torch.Genera
 
     Positions are drawn per batch; the pyramid, gather and moment sums then run per chunk of 32
     images, so that a 128 px chunk's pyramid (8 MB) is still in cache when its patches are gathered.
-    (Chunks spread over Python threads cost more CPU time here: nested OpenMP teams.)
+    (Chunks spread over Python threads cost more CPU time: nested OpenMP teams.)
     """
     buffers: list[list[torch.Tensor]] = []
     sums: list[list[torch.Tensor]] = []

@@ -136,7 +136,7 @@ class Mask2ImageConfig:
     lr_g: float | None = None
     lr_d: float | None = None
     tick_kimg: float = 4.0
-    compile: bool = False  # torch.compile G and D (inductor), for CUDA; on this CPU it made the step 2x slower
+    compile: bool = False  # torch.compile G and D (inductor), for CUDA; on a CPU it makes the step 2x slower
     # Each step is its own phase (minibatch_repeats 1), so the learning rate decays step by step;
     # an empty name becomes mask2image-<arch>; grids show ``grid_size`` label maps.
     loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(

@@ -124,10 +124,11 @@ class PGGANTrainConfig:
     g_ema_beta: float = 0.999  # generator EMA per step
     g_ema_rampup: bool = False  # beta_t = min(beta, (1 + t) / (10 + t)), as TF's ExponentialMovingAverage
     # Pays on CUDA and, on the CPU, for the `cpu` preset (32 px step 556 -> 500 ms) and the official
-    # widths at 128 px (5%); with the official widths at 8 px NCHW is 1.27x faster (same process).
+    # widths at 128 px (5%); below 128 px the official widths' faster layout depends on the CPU's
+    # oneDNN kernels (NCHW up to 1.27x faster at 8 px on some AVX-512 CPUs).
     channels_last: bool = True
     fused_adam: bool = True  # one fused kernel per optimizer step instead of ~10 passes over the weights
-    # torch.compile (inductor) for G. Off by default: on this CPU it paid only at 8 px (1.13-1.26x), and
+    # torch.compile (inductor) for G. Off by default: on a CPU it pays only at 8 px (1.25x per step), and
     # short runs spend more time compiling than they save (docs/pggan.md).
     # D stays eager: its gradient penalty (and R1) needs double backward, which compiled graphs lack.
     compile: bool = False
