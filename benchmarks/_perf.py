@@ -65,10 +65,10 @@ def count_flops(fn: Callable[[], object]) -> int:
 def matmul_gflops(device: torch.device | str = "cpu", size: int = 2048, dtype: torch.dtype = torch.float32,
                   iters: int = 5) -> float:
     """The fastest dense GEMM rate (GFLOP/s) this process reaches, the practical limit for the networks
-    here: a square ``torch.mm`` and, on the CPU, a GEMM of similar size run as a channels_last 1x1
-    convolution, which goes to oneDNN instead of the BLAS behind ``torch.mm``. On the AMD EPYC (Zen 5)
-    of session 4, MKL's sgemm reached ~170 GFLOP/s but oneDNN's GEMM 310-380 and the networks' 3x3
-    convolutions up to ~410, so ``torch.mm`` alone put MFU above 100%."""
+    benchmarked: a square ``torch.mm`` and, on the CPU, a GEMM of similar size run as a channels_last 1x1
+    convolution, which goes to oneDNN instead of the BLAS behind ``torch.mm``. On AMD CPUs MKL's sgemm
+    reaches about half of oneDNN's GEMM rate, which the networks' convolutions do reach, so ``torch.mm``
+    alone would put MFU above 100%."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     rate = 2 * size**3 / median_seconds(lambda: a @ b, device, warmup=2, iters=iters) / 1e9

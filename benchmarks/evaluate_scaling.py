@@ -1,6 +1,6 @@
 """How cost grows with the number of images: prepare time and evaluate time per metric against N.
 
-    flock /tmp/bench.lock uv run python benchmarks/evaluate_scaling.py [--n 256,512,1024] [--res 64]
+    uv run python benchmarks/evaluate_scaling.py [--n 256,512,1024] [--res 64]
         [--metrics fid,kid,swd,msssim,pr] [--source-res 256]
 
 For each N it writes N phantom images (lesion_data.phantom) as quality-95 JPEGs of ``--source-res`` px
@@ -10,7 +10,7 @@ then evaluates N real (the store) against N other phantoms (another seed) and ti
   fid, kid, pr : each metric given those features
   swd, msssim : each metric from the images (they need no Inception features)
 All on this process's torch threads, CPU. Figures are printed, never asserted. The Inception part
-is ~2 x N / (img/s of benchmarks/metrics_speed.py), so keep each locked run under ~8 minutes by
+is ~2 x N / (img/s of benchmarks/metrics_speed.py), so keep each run short by
 splitting the N list over several runs.
 """
 
@@ -27,7 +27,8 @@ import torch
 from PIL import Image
 
 from lesion_data.phantom import generate_phantoms
-from lesion_data.store import PreparedStore, prepare_store
+from lesion_data.prepare import prepare_store
+from lesion_data.store import PreparedStore
 from lesion_metrics import ImageSource, MetricOptions, calc_metric
 
 FEATURE_METRICS = ("fid", "kid", "pr")

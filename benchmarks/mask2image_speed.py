@@ -11,8 +11,8 @@ parameters); ``ours`` adds the encoder/decoder fusion and the feature encoder at
 memory is that case's alone. Prints img/s, s/iter, GFLOP/iter, achieved GFLOP/s, the matmul
 GFLOP/s of the same process, MFU and peak MB. Figures are printed, never asserted.
 
-Reference (NVIDIA pix2pixHD on this CPU, issue #9, img/s and achieved GFLOP/s): 128 px batch 1
-0.28 / 30, 128 px batch 4 0.66 / 69, 256 px batch 4 0.25 / 102.
+NVIDIA pix2pixHD's own step, for comparison, is not run by this script (it is not a dependency); its figures
+on the same hardware are in docs/performance.md.
 """
 
 import subprocess

@@ -1,4 +1,4 @@
-"""Speed of our metrics against reference implementations on this machine; prints ratios.
+"""Speed of our metrics against reference implementations; prints ratios.
 
 - SWD: ours (vectorised torch) vs PGGAN's official algorithm, transcribed plainly in NumPy/SciPy
   below (the reference the parity tests also use), on N images of R px (default 2048 x 128 px).
@@ -7,7 +7,7 @@
   --inception-compile also ours through torch.compile (as ``evaluate --compile``).
 - MS-SSIM: ours vs pytorch-msssim on 192 px pairs.
 
-    flock /tmp/bench.lock uv run python benchmarks/metrics_speed.py [--n 2048] [--res 128] [--skip-reference]
+    uv run python benchmarks/metrics_speed.py [--n 2048] [--res 128] [--skip-reference]
         [--only swd,inception,msssim] [--swd-iters 3] [--inception-n 64] [--inception-batch 16]
         [--inception-compile]
 """

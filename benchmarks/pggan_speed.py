@@ -1,7 +1,7 @@
 """PGGAN training speed with the official networks, per resolution, through benchmarks/_perf.py.
 
-    flock /tmp/bench.lock uv run python benchmarks/pggan_speed.py                        # 8..128 px, CPU
-    flock /tmp/bench.lock uv run python benchmarks/pggan_speed.py --resolutions 256 --iters 1
+    uv run python benchmarks/pggan_speed.py                        # 8..128 px, CPU
+    uv run python benchmarks/pggan_speed.py --resolutions 256 --iters 1
     uv run python benchmarks/pggan_speed.py --device cuda --resolutions 4,8,16,32,64,128,256
 
 One iteration is the real PGGAN step of ``lesion_train.pggan.PGGANRecipe`` with the official
@@ -13,7 +13,7 @@ MFU, peak MB) and then s/kimg per resolution; asserts nothing.
 
 The FLOP-counting iteration doubles as the warm-up. On the CPU, peak memory is the process's peak
 RSS (it only grows, so resolutions run in increasing order); on CUDA the peak allocated memory of
-that resolution. The CPU benchmark uses every core, as it runs alone under the benchmark lock.
+that resolution. The CPU benchmark uses every core; run it with nothing else running.
 """
 
 import dataclasses

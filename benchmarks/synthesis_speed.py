@@ -2,7 +2,7 @@
 8192, fmap_max 512, latent 512) and the mask-to-image generators at their published widths, one
 forward pass of a batch under ``torch.inference_mode``, measured with the shared ``_perf`` code.
 
-    flock /tmp/bench.lock uv run python benchmarks/synthesis_speed.py [--models pggan,pix2pixhd,ours,pix2pix,spade]
+    uv run python benchmarks/synthesis_speed.py [--models pggan,pix2pixhd,ours,pix2pix,spade]
         [--resolution 256] [--batch 16] [--channels-last] [--grad-mode inference|no_grad] [--iters 5]
 
 Prints img/s, s/iter, GFLOP/iter, achieved GFLOP/s, matmul GFLOP/s (same process), MFU and peak

@@ -54,7 +54,7 @@ DRY_RUNS = {
     "pggan_train": (["--arch", "dcgan", "--kimg", "3", "--batch", "8"],
                     lambda c: c["arch"] == "dcgan" and c["loop"]["total_kimg"] == 3 and c["batch_size"] == 8),
     "mask2image_train": (["--kimg", "0.5", "--arch", "spade"],
-                         lambda c: c["total_kimg"] == 0.5 and c["arch"] == "spade" and c["resolution"] == 64),
+                         lambda c: c["loop"]["total_kimg"] == 0.5 and c["arch"] == "spade" and c["resolution"] == 64),
     "segmenter_train": (["--phantoms", "8", "--out", "seg"], lambda c: c["phantom_count"] == 8 and c["threads"] == 1),
     "augment_eval": (["--ratios", "0,1", "--batch", "16", "--resolution", "16"],
                      lambda c: c["ratios"] == [0, 1] and c["train"]["batch_size"] == 16 and c["train"]["resolution"] == 16),
@@ -63,7 +63,7 @@ DRY_RUNS = {
                               and c["runs"]["lapgan"]["loop"]["total_kimg"] == 2),
     "compare_translation": (["--kimg", "2", "--archs", "ours,spade", "--ngf", "8", "--set", "spade.lr_d=0.001"],
                             lambda c: c["compare"]["checkpoints"] == [0.25, 0.5, 1.0] and set(c["runs"]) == {"ours", "spade"}
-                            and {(r["total_kimg"], r["ngf"], r["tick_kimg"]) for r in c["runs"].values()} == {(2, 8, 0.5)}
+                            and {(r["loop"]["total_kimg"], r["ngf"], r["tick_kimg"]) for r in c["runs"].values()} == {(2, 8, 0.5)}
                             and c["runs"]["spade"]["lr_d"] == 0.001),
 }
 

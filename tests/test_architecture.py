@@ -1,4 +1,4 @@
-"""The package graph of DESIGN.md, enforced: data, models and metrics import none of each other,
+"""The package graph of docs/architecture.md, enforced: data, models and metrics import none of each other,
 apps and train may import anything, and lesion-models needs nothing but torch and safetensors."""
 
 import ast

@@ -1,124 +1,17 @@
-"""DCGAN and LAPGAN training through lesion_train.baselines and apps/pggan_train --arch (in process):
-tiny 32 px runs on phantoms, resume, level independence, the sampling app on a baseline run."""
+"""apps/pggan_train --arch dcgan: train, resume with the run's arch, sample."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
-from lesion_models import load_pretrained
-from lesion_models.dcgan import DCGANGenerator
-from lesion_models.lapgan import LAPGANGenerator
-from lesion_train import baselines, runs
-from lesion_train.distributed import DistEnv
+from lesion_train import runs
 
 
 @pytest.fixture(autouse=True)
 def phantom_cache(tmp_path_factory, monkeypatch, one_thread):
     monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def tiny_config(tmp_path, arch, **overrides):
-    base = {
-        "phantom_count": 64, "z_dim": 8, "ngf": 4, "ndf": 4, "coarse_g_hidden": 16, "coarse_d_hidden": 16,
-        "level_g_features": 4, "level_d_features": 4, "batch_size": 8, "tick_kimg": 0.016,
-        "loop.total_kimg": 0.032, "loop.minibatch_repeats": 2, "loop.snapshot_ticks": 1, "loop.grid_size": 4,
-        "loop.run_root": str(tmp_path / "runs"), "loop.cpu_threads": 1,
-    }
-    return baselines.preset(arch, "cpu", **{**base, **overrides})
-
-
-def test_published_defaults():
-    dcgan = baselines.BaselineTrainConfig(arch="dcgan")
-    assert (dcgan.lr, dcgan.adam_beta1, dcgan.batch_size, dcgan.z_dim, dcgan.ngf, dcgan.g_ema_beta) == (2e-4, 0.5, 128, 100, 64, 0.0)
-    assert dcgan.optimizer == "adam"
-    lapgan = baselines.BaselineTrainConfig(arch="lapgan")
-    assert (lapgan.optimizer, lapgan.lr, lapgan.momentum) == ("sgd", 0.02, 0.5)  # Denton et al. Sec. 4
-    lap = lapgan.network_config()
-    assert (lap.coarse_g_hidden, lap.coarse_d_hidden, lap.coarse_z_dim) == (1200, 600, 100)
-    assert baselines.BaselineTrainConfig(arch="lapgan", optimizer="adam").lr == 2e-4
-    assert baselines.preset("lapgan", "cpu", optimizer="adam").lr == 2e-4  # not SGD's 0.02
-    assert baselines.preset("lapgan", "cpu", optimizer="adam", lr=1e-3).lr == 1e-3
-    with pytest.raises(ValueError, match="optimizer"):
-        baselines.BaselineTrainConfig(arch="lapgan", optimizer="rmsprop")
-    with pytest.raises(ValueError, match="arch"):
-        baselines.BaselineTrainConfig(arch="wgan")
-
-
-@pytest.mark.parametrize("arch", ["dcgan", "lapgan"])
-def test_tiny_run_then_resume(tmp_path, arch):
-    result = baselines.train_baseline(tiny_config(tmp_path, arch))
-    run = result.run_dir
-    log = runs.JsonlLog(run / runs.LOG_NAME).read()
-    assert len(log) == 2 and all(math.isfinite(r[k]) for r in log for k in ("D_loss", "G_loss"))
-    if arch == "lapgan":  # one independent GAN per level, each logged
-        assert {"D_loss_8", "D_loss_16", "D_loss_32", "G_loss_8", "G_loss_32"} <= set(log[0])
-    assert result.final_grid.is_file() and (run / "grids" / "reals.png").is_file()
-    options = json.loads((run / runs.OPTIONS_NAME).read_text())
-    assert options["arch"] == arch and baselines.run_arch(run) == arch
-    G = load_pretrained(result.final_snapshot / "G_ema")
-    assert isinstance(G, DCGANGenerator if arch == "dcgan" else LAPGANGenerator)
-    assert G(torch.randn(2, G.z_dim)).shape == (2, 3, 32, 32)
-    # G_ema is G (no averaging by default), batch-norm statistics included.
-    G_train = load_pretrained(result.final_snapshot / "G")
-    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), G_train.state_dict().values()))
-
-    resumed = baselines.train_baseline(baselines.apply_overrides(baselines.load_run_config(run), {
-        "loop.resume": str(run), "loop.total_kimg": 0.048}))
-    assert resumed.run_dir == run
-    log2 = runs.JsonlLog(run / runs.LOG_NAME).read()
-    assert len(log2) == 3 and log2[2]["step"] == log[1]["step"] + 2
-    assert runs.load_training_state(runs.latest_snapshot(run))["nimg"] == 48
-
-
-def test_lapgan_sgd_schedule_reaches_the_optimizers(tmp_path):
-    """Momentum +0.0008 per epoch up to 0.8, the rate divided by 1 + 4e-5 per epoch (45 kimg epochs)."""
-    recipe = baselines.LAPGANRecipe(tiny_config(tmp_path, "lapgan"), DistEnv())
-    assert isinstance(recipe.opt_g, torch.optim.SGD) and isinstance(recipe.opt_d, torch.optim.SGD)
-    for nimg, lr, momentum in [(44_999, 0.02, 0.5), (45_000 * 100, 0.02 / 1.00004**100, 0.58), (45_000 * 1000, None, 0.8)]:
-        phase = recipe.phase(nimg)
-        recipe.enter_phase(phase)
-        for group in recipe.opt_g.param_groups + recipe.opt_d.param_groups:
-            assert group["momentum"] == pytest.approx(momentum) and group["lr"] == phase.lr_g
-        assert lr is None or phase.lr_g == pytest.approx(lr)
-
-
-def test_lapgan_inputs_are_uniform_and_coarse_init_is_the_official_one():
-    """The paper's U(-1, 1) code and noise planes from the Gaussian latent; eyescream's N(0, 0.05) and
-    N(0, 0.005) weights in the coarse G and D."""
-    from lesion_models.lapgan import LAPGANConfig, LAPGANDiscriminator, uniform_noise
-
-    u = uniform_noise(torch.randn(200_000, generator=torch.Generator().manual_seed(0)))
-    assert u.abs().max() < 1 and u.mean().abs() < 0.01
-    assert torch.quantile(u, torch.tensor([0.1, 0.5, 0.9])).sub(torch.tensor([-0.8, 0.0, 0.8])).abs().max() < 0.01
-    torch.manual_seed(0)
-    config = LAPGANConfig()
-    G, D = LAPGANGenerator(config), LAPGANDiscriminator(config)
-    for net, std in ((G.coarse_net, 0.05), (D.coarse_net, 0.005)):
-        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
-        assert len(linears) == 3 and all(m.weight.std().item() == pytest.approx(std, rel=0.1) for m in linears)
-        assert all(torch.all(m.bias == 0) for m in linears)
-
-
-def test_lapgan_levels_are_independent(tmp_path):
-    """Each level's fake depends on its own generator only: it is conditioned on the real coarser image."""
-    config = tiny_config(tmp_path, "lapgan")
-    recipe = baselines.LAPGANRecipe(config, DistEnv())
-    reals = torch.rand(4, 3, 32, 32) * 2 - 1
-    critics = recipe.critics(reals)
-    assert [real.shape[-1] for _, real, _ in critics] == [8, 16, 32]
-    for index, (_, real, fake) in enumerate(critics):
-        recipe.G.zero_grad(set_to_none=True)
-        fake.sum().backward(retain_graph=True)
-        own = recipe.G.coarse_net if index == 0 else recipe.G.levels[index - 1]
-        touched = {id(p) for p in recipe.G.parameters() if p.grad is not None}
-        assert touched == {id(p) for p in own.parameters()}
-    # The real inputs are the real pyramid: level 32 is the batch itself, level 8 its 4x4 average.
-    assert torch.equal(critics[2][1], reals)
-    assert torch.allclose(critics[0][1], torch.nn.functional.avg_pool2d(reals, 4), atol=1e-6)
 
 
 def test_app_arch_dcgan_then_resume_and_sample(tmp_path, load_app):

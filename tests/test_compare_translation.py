@@ -42,7 +42,7 @@ def test_table_and_curves_show_every_checkpoint(tmp_path):
             for arch, values in (("a", (3.0, 2.0, 1.0)), ("b", (2.5, 2.2, 2.1))) for f, value in zip((0.25, 0.5, 1.0), values)]
     table = compare.format_markdown(rows, ["a note"])
     final, every = table.split("Every checkpoint")
-    assert "| a | 4 | 32 | 1.0 | 1 |" in final and "| a | 1 |" not in final
+    assert "| a | 4 | 32 | 1.0 | 1.0000 |" in final and "| a | 1 |" not in final
     blocks = [line for line in every.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
     assert [line.split(" | ")[1] for line in blocks] == ["1", "1", "2", "2", "4", "4"]  # grouped by checkpoint
     assert "- a note" in table
@@ -61,10 +61,10 @@ def test_every_architecture_gets_the_same_data_budget_seed_and_widths(tmp_path):
     config = compare_translation.TranslationCompareConfig(budget_kimg=2.0, seed=5, ngf=8, out=str(tmp_path),
                                                           overrides={"spade": {"lr_d": 1e-3}})
     trains = {a: compare_translation.train_config(config, a, "STORE") for a in compare_translation.ARCHS}
-    assert {(t.data, t.total_kimg, t.seed, t.ngf, t.ndf, t.resolution, t.batch_size) for t in trains.values()} == {
+    assert {(t.data, t.loop.total_kimg, t.loop.seed, t.ngf, t.ndf, t.resolution, t.batch_size) for t in trains.values()} == {
         ("STORE", 2.0, 5, 8, 16, 32, 8)}
     assert {t.tick_kimg for t in trains.values()} == {0.5} and trains["spade"].lr_d == 1e-3
-    clash = compare_translation.TranslationCompareConfig(overrides={"ours": {"total_kimg": 9}})
+    clash = compare_translation.TranslationCompareConfig(overrides={"ours": {"loop.total_kimg": 9}})
     with pytest.raises(ValueError, match="shared by every architecture"):
         compare_translation.train_config(clash, "ours", "STORE")
     with pytest.raises(ValueError, match="archs"):

@@ -57,6 +57,8 @@ def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path, monkeypatch
     for row in doc["rows"]:
         # (swd_avg can be NaN when a barely trained generator outputs flat images: SWD normalises patches)
         assert row["kimg"] == 0.128 and row["results"]["swd_32"] > 0 and 0 < row["results"]["msssim"] <= 1
+        assert row["intervals"]["msssim"][0] <= row["results"]["msssim"] <= row["intervals"]["msssim"][1]
+    assert "bootstrap interval, 200 resamples" in table
     # One snapshot (at the budget) is nearest every checkpoint: one row per arch, its curve one point.
     assert [(r["arch"], r["checkpoint"]) for r in doc["checkpoints"]] == [(a, 1.0) for a in ("pggan", "dcgan", "lapgan")]
     assert Image.open(out / "curves.png").width > 0

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lesion_data.phantom import generate_phantoms, phantom_store
+from lesion_data.phantom import generate_phantoms
+from lesion_data.prepare import phantom_store
 from lesion_data.store import PreparedStore
 from lesion_models.hub import Pretrained, register
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
-from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate, generator_source
+from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate, format_table, generator_source
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ISIC = os.environ.get("LESION_SAMPLE_ISIC2017")
@@ -114,7 +115,7 @@ def test_no_room_for_the_scratch_file_means_generating_per_pass(monkeypatch):
     assert G.batch_sizes == [4] * 6 and torch.equal(first, second)
 
 
-@pytest.mark.slow  # inductor compiles the generator: ~20 s here
+@pytest.mark.slow  # inductor compiles the generator: ~20 s on a CPU
 def test_compiled_generator_gives_the_eager_images():
     from torch._dynamo.utils import counters
 
@@ -197,6 +198,7 @@ def test_clear_errors(real_store, cache, tmp_path):
     one = write_folder(tmp_path / "one", generate_phantoms(1, 32, seed=0)[0])
     check(one, "msssim needs at least 2 generated images", metrics=("msssim",))
     check(one, "unknown metric 'fidd'", metrics=("fidd",))
+    check(one, "--bootstrap must be 0", bootstrap=-1)
     check(tmp_path / "missing", "does not exist")
 
 
@@ -242,7 +244,7 @@ def test_model_directory_with_stand_in_conditional_generator(real_store, cache, 
         evaluate(dataclasses.replace(config, resolution=64))
 
 
-@pytest.mark.slow  # building and saving a ResNet-18 takes most of a minute on this CPU
+@pytest.mark.slow  # building and saving a ResNet-18 takes most of a minute on a CPU
 def test_domain_fd_with_a_lesion_classifier(real_store, cache, tmp_path):
     pytest.importorskip("torchvision")
     from lesion_models.classifier import ClassifierConfig, LesionClassifier
@@ -254,3 +256,55 @@ def test_domain_fd_with_a_lesion_classifier(real_store, cache, tmp_path):
                             domain_classifier=str(tmp_path / "classifier"), cache_dir=str(cache), progress=False)
     (record,) = evaluate(config)
     assert list(record["results"]) == ["domain_fd"] and record["results"]["domain_fd"] > 0
+
+
+class PixelFeatures(torch.nn.Module):
+    """Stands in for Inception's pool3 (raw pixels at 8 px), so these tests run in seconds."""
+
+    def forward(self, images):
+        return {"pool3": torch.nn.functional.adaptive_avg_pool2d(images.float(), 8).flatten(1)}
+
+
+@pytest.fixture
+def pixel_inception(monkeypatch):
+    from lesion_metrics import FeatureExtractor, MetricOptions
+
+    monkeypatch.setattr(MetricOptions, "inception_extractor", lambda self: FeatureExtractor("pixels-8", PixelFeatures()))
+
+
+def test_copies_of_training_images_are_caught_and_drawn(real_store, cache, tmp_path, pixel_inception):
+    training = PreparedStore(real_store).images(32)
+    copier = write_folder(tmp_path / "copier", training[10:42])
+    fresh = write_folder(tmp_path / "fresh", generate_phantoms(32, 32, seed=5)[0])
+
+    def run(generated, report=None):
+        config = EvaluateConfig(str(generated), str(real_store), metrics=("memorization", "spectral"), n=64, bootstrap=50,
+                                device="cpu", cache_dir=str(cache), progress=False, report=report,
+                                output=str(tmp_path / "out.json"))
+        return {k: v for r in evaluate(config) for k, v in r["results"].items()}, json.loads((tmp_path / "out.json").read_text())
+
+    copied, records = run(copier, report=str(tmp_path / "report"))
+    assert copied["copy_rate_pixels"] == copied["copy_rate_inception"] == 1.0
+    new, _ = run(fresh)
+    assert new["copy_rate_pixels"] <= 0.1 and new["copy_rate_inception"] <= 0.1
+    # Flags and intervals are data in the JSON, not only printed: 64 real images are too few for the
+    # 1st percentile of their neighbour distances.
+    memorization = next(r for r in records if r["metric"] == "memorization")
+    assert "copy_rate_pixels" in memorization["flags"] and memorization["intervals"]["copy_rate_pixels"] == [1.0, 1.0]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "closest_copier_pixels.png" in page and "spectrum_copier.png" in page and "1.0000 [1.0000, 1.0000] *" in page
+    pairs = np.asarray(Image.open(tmp_path / "report" / "closest_copier_pixels.png"))
+    left, right = pairs[2:34, 2:34], pairs[2:34, 36:68]  # the first pair: nearest real, closest generated
+    assert np.array_equal(left, right)
+
+
+def test_per_class_figures_of_a_conditional_generator(real_store, cache, tmp_path, pixel_inception):
+    model = tmp_path / "model"
+    StandInGenerator(StandInConfig()).save_pretrained(model)
+    config = EvaluateConfig(str(model), str(real_store), metrics=("per_class",), n=24, batch_size=8, device="cpu",
+                            cache_dir=str(cache), progress=False, bootstrap=0)
+    (record,) = evaluate(config)
+    names = PreparedStore(real_store).class_names
+    assert all(record["results"][f"fraction_generated[{name}]"] == pytest.approx(1 / 3) for name in names)
+    assert all(f"fid[{name}]" in record["flags"] for name in names if f"fid[{name}]" in record["results"])
+    assert f"fid[{names[0]}]" in record["results"] and "* fid[" in format_table([record])

@@ -17,6 +17,7 @@ from PIL import Image
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
+from lesion_train.gan_loop import LoopConfig
 from lesion_train.mask2image import Mask2ImageConfig, SynthesisError, class_fidelity, synthesize, train_mask2image
 from lesion_train.segmenter import mask_consistency, segmentation_loss
 
@@ -28,8 +29,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def trained_run(tmp_path_factory):
     """A tiny 'ours' run (feature encoder on, so variations exist)."""
     root = tmp_path_factory.mktemp("m2i")
-    config = Mask2ImageConfig(resolution=32, phantom_count=16, batch_size=2, ngf=4, ndf=4, n_blocks=1,
-                              total_kimg=0.004, tick_kimg=0.004, grid_size=2, run_root=str(root / "runs"), threads=1)
+    config = Mask2ImageConfig(resolution=32, phantom_count=16, batch_size=2, ngf=4, ndf=4, n_blocks=1, tick_kimg=0.004,
+                              loop=LoopConfig(name="", total_kimg=0.004, minibatch_repeats=1, grid_size=2,
+                                              run_root=str(root / "runs"), cpu_threads=1))
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LESION_GAN_CACHE", str(root / "cache"))

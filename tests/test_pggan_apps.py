@@ -149,7 +149,7 @@ def test_torchrun_resume_on_as_many_processes_matches_an_uninterrupted_run(tmp_p
             np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-6, atol=1e-7, err_msg=f"{name}.{key}")
 
 
-@pytest.mark.slow  # inductor compiles the generator: ~20 s here
+@pytest.mark.slow  # inductor compiles the generator: ~20 s on a CPU
 def test_compiled_sampling_draws_the_eager_images_with_one_graph(tmp_path):
     from lesion_models.pggan import PGGANConfig, PGGANGenerator
     from torch._dynamo.utils import counters

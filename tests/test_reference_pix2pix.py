@@ -11,7 +11,7 @@ identity, so that the comparison needs no random numbers.
 
 import torch
 from lesion_metrics.losses import translation as losses
-from lesion_train.mask2image import ARCH_DEFAULTS, Mask2ImageConfig, build_networks
+from lesion_train.mask2image import ARCH_SPECS, Mask2ImageConfig, build_networks
 from torch import nn
 
 OUTPUT_RTOL, GRAD_RTOL = 1e-5, 1e-4
@@ -37,7 +37,7 @@ def build(tensors: dict, meta: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
 def run_ours(tensors: dict, meta: dict) -> dict[str, torch.Tensor]:
     """Our networks and losses, as our trainer calls them, in the reference's order of calls."""
     G, D = build(tensors, meta)
-    arch = ARCH_DEFAULTS["pix2pix"]
+    arch = ARCH_SPECS["pix2pix"].defaults
     label, real = tensors["input.label"].float(), tensors["input.image"]
     out = {}
 

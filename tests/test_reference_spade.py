@@ -13,7 +13,7 @@ import torch
 from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pixhd import MultiscaleDiscriminator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
-from lesion_train.mask2image import ARCH_DEFAULTS
+from lesion_train.mask2image import ARCH_SPECS
 
 OUTPUT_RTOL, GRAD_RTOL = 1e-5, 1e-4
 KINDS = ("out", "loss", "grad", "after")
@@ -42,7 +42,7 @@ def run_ours(tensors: dict, meta: dict) -> dict[str, torch.Tensor]:
     G, D = build(meta["ours"]["G"], meta["ours"]["D"])
     G.load_state_dict(_state(tensors, "G.")), D.load_state_dict(_state(tensors, "D."))
     G.train(), D.train()
-    arch = ARCH_DEFAULTS["spade"]
+    arch = ARCH_SPECS["spade"].defaults
     seg, real = tensors["input.semantics"].float(), tensors["input.image"]
     out = {}
 

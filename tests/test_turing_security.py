@@ -218,7 +218,7 @@ def test_garbage_requests_never_500(served):
 
 def test_results_need_the_admin_token(served):
     client, study = served
-    admin = study.admin_token
+    admin = study.new_admin_token()
     assert client.request("GET", f"/admin/{admin}/")[0] == 200
     assert client.request("GET", f"/admin/{admin}/report.json")[0] == 200
     assert client.request("GET", f"/admin/{admin}/fooled.png")[0] == 200
@@ -312,3 +312,36 @@ def test_answers_are_committed_before_the_reply(served, tmp_path):
     # A separate connection (as after a crash) sees the answer as soon as the reply arrived.
     rows = sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT item_token, said_synthetic FROM answers").fetchall()
     assert rows == [(item, 1)]
+
+
+def test_access_log_masks_every_token(served, capsys):
+    client, study = served
+    admin = study.new_admin_token()
+    ada = client.new_rater("Ada")
+    item = client.state(ada)["item"]
+    client.request("GET", f"/r/{ada}")
+    client.request("GET", f"/api/r/{ada}/image/{item}?secret=QuerySecret123")
+    client.request("GET", f"/admin/{admin}/report.json")
+    client.request("GET", f"/admin/{admin[:-1]}Z/")  # a wrong guess is logged masked as well
+    with socket.create_connection(("127.0.0.1", client.port), timeout=10) as sock:  # http.server logs its own errors
+        sock.sendall(f"GET /r/{ada} {ada}\r\n\r\n".encode())
+        sock.recv(100)
+    log = capsys.readouterr().err
+    assert "/r/***" in log and "/admin/***/report.json" in log and "/image/***?***" in log
+    for secret in (ada, item, admin, admin[:-1], "QuerySecret123"):
+        assert secret not in log, secret
+
+
+def test_results_page_answers_at_once_while_the_statistics_load(served, monkeypatch):
+    from lesion_turing import report
+
+    client, study = served
+    admin = study.new_admin_token()
+    monkeypatch.setattr("lesion_turing.server.report_loading", lambda: True)
+    status, headers, body = client.request("GET", f"/admin/{admin}/")
+    assert status == 200 and b'http-equiv="refresh"' in body and b"Fleiss" not in body
+    monkeypatch.setattr("lesion_turing.server.report_loading", lambda: False)
+    assert b"Fleiss" in client.request("GET", f"/admin/{admin}/")[2]
+    report.start_warm_up()
+    report._WARM_UP_DONE.wait(120)
+    assert not report.report_loading()

@@ -18,8 +18,9 @@ from lesion_data.store import StoreError
 from lesion_models import PretrainedLoadError
 from lesion_train import cli, runs
 from lesion_train.mask2image import ARCHS, Mask2ImageConfig, demo_overrides, train_mask2image
+from lesion_train.setup import apply_overrides, load_run_config
 
-DEMO = cli.replace(Mask2ImageConfig(), demo_overrides())
+DEMO = apply_overrides(Mask2ImageConfig(), demo_overrides())
 OPTIONS = cli.ConfigOptions(
     Mask2ImageConfig, exclude=("resume",),
     types={"arch": ARCHS, "gan_mode": ("lsgan", "vanilla", "hinge"), "vgg_weights": click.Path(exists=True, dir_okay=False)},
@@ -35,13 +36,9 @@ def main(resume, dry_run, options):
     """Train a mask-to-image GAN; prints the run directory and the final grid."""
     try:
         if resume:
-            run_dir, _ = runs.resolve_resume(resume)
-            saved = runs.read_options(run_dir)
-            saved.pop("resolved", None)
-            base = Mask2ImageConfig(**{**saved, "resume": resume})
+            config = options.build(Mask2ImageConfig, load_run_config(resume, Mask2ImageConfig, {"loop.resume": resume}))
         else:
-            base = Mask2ImageConfig() if "data" in options.given else DEMO
-        config = options.build(Mask2ImageConfig, base)
+            config = options.build(Mask2ImageConfig, Mask2ImageConfig() if "data" in options.given else DEMO)
         if dry_run:
             cli.print_config(config)
             return

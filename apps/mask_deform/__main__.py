@@ -2,8 +2,9 @@
 
     uv run apps/mask_deform MASK_OR_FOLDER --n 8 --out DIR [--seed 0] [--elastic 0.04] [--scale 0.8 1.2]
 
-Writes DIR/<mask>__d<k>.png (0/255, the input's size) and a contact sheet DIR/preview.png; feed
-DIR to `apps/mask2image_synthesize --masks DIR` to turn one real mask into many synthetic lesions.
+Writes DIR/<mask>__d<k>.png (0/255, the input's size) and a contact sheet DIR/preview.png (which no
+folder reader takes for a mask or image); feed DIR to `apps/mask2image_synthesize --masks DIR` to
+turn one real mask into many synthetic lesions.
 """
 
 import pathlib
@@ -12,13 +13,13 @@ import sys
 import click
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from lesion_data.mask_deform import deform_masks
+from lesion_data.preprocess import MASK_FILE_SUFFIXES, BadInput, load_mask
+from lesion_data.readers import list_image_files
 from lesion_train import cli
-from lesion_train.runs import save_image_grid
-
-SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
+from lesion_train.runs import atomic_save_image, save_image_grid
 
 
 @cli.command()
@@ -32,27 +33,28 @@ SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
 @click.option("--elastic", type=float, default=0.04, show_default=True, help="Max elastic displacement (fraction).")
 def main(source, out, n, seed, rotation, scale, shift, elastic):
     """Write N deformed variants of every mask in SOURCE to OUT."""
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in SUFFIXES) if source.is_dir() else [source]
+    files = list_image_files(source, MASK_FILE_SUFFIXES) if source.is_dir() else [source]
     if not files:
         raise click.ClickException(f"{source}: no mask images")
+    masks = []
+    for path in files:  # every mask is checked before anything is written
+        try:
+            mask, warning = load_mask(path, allow_empty=False)
+        except BadInput as error:
+            raise click.ClickException(str(error)) from None
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+        masks.append(mask)
     out.mkdir(parents=True, exist_ok=True)
     preview = []
-    for index, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                mask = np.asarray(im.convert("L")) > 127
-        except (OSError, UnidentifiedImageError) as error:
-            raise click.ClickException(f"{path}: unreadable mask ({error})") from None
+    for index, (path, mask) in enumerate(zip(files, masks)):
         try:
             variants = deform_masks(mask, n, seed=seed * 100_003 + index, rotation=rotation, scale=scale,
                                     shift=shift, elastic=elastic)
         except ValueError as error:
             raise click.ClickException(f"{path}: {error}") from None
         for k, variant in enumerate(variants):
-            target = out / f"{path.stem}__d{k}.png"
-            tmp = target.with_name(f".{target.name}.tmp.png")
-            Image.fromarray(variant * 255).save(tmp)
-            tmp.replace(target)
+            atomic_save_image(variant * 255, out / f"{path.stem}__d{k}.png")
         if len(preview) < 8:
             small = [np.asarray(Image.fromarray(m * 255).resize((64, 64))) for m in (mask.astype(np.uint8), *variants)]
             preview.append(torch.from_numpy(np.stack(small)).float().div(127.5).sub(1).unsqueeze(1))

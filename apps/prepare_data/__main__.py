@@ -16,7 +16,8 @@ from PIL import Image
 
 from lesion_data.preview import preview_sheet
 from lesion_data.readers import SourceError
-from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_phantom_store, prepare_store
+from lesion_data.prepare import PrepareError, prepare_phantom_store, prepare_store
+from lesion_data.store import PreparedStore, StoreError
 from lesion_train import cli
 
 

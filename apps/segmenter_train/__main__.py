@@ -14,6 +14,7 @@ import click
 
 from lesion_data.store import StoreError
 from lesion_train import cli
+from lesion_train.setup import apply_overrides
 from lesion_train.segmenter import SegmenterTrainConfig, train_segmenter
 
 
@@ -25,7 +26,7 @@ def main(dry_run, options):
     try:
         config = options.build(SegmenterTrainConfig)
         if config.threads is None and config.data is None:
-            config = cli.replace(config, {"threads": 1})  # tiny phantom convolutions: one thread is fastest
+            config = apply_overrides(config, {"threads": 1})  # tiny phantom convolutions: one thread is fastest
         if dry_run:
             cli.print_config(config)
             return

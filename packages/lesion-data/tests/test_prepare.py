@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from lesion_data.preprocess import BadInput, Task, crop_box, process
-from lesion_data.store import PreparedStore, PrepareError, StoreError, prepare_phantom_store, prepare_store
+from lesion_data.prepare import PrepareError, open_or_prepare, prepare_phantom_store, prepare_store
+from lesion_data.store import PreparedStore, StoreError
 from lesion_data.phantom import generate_phantoms
 
 
@@ -150,3 +151,36 @@ def test_never_replaces_a_folder_that_is_not_a_store(tmp_path, isic2017_tree):
     assert PreparedStore(first).manifest["content_hash"] == stamp
     prepare_phantom_store(tmp_path / "p", 8, n=6, seed=2, progress=False)
     assert PreparedStore(first).manifest["content_hash"] != stamp
+
+
+def test_open_or_prepare_caches_a_folder_by_its_file_tree(isic2017_tree, tmp_path, write_image):
+    cache = tmp_path / "cache"
+    store = open_or_prepare(isic2017_tree, 8, cache=cache, progress=False)
+    assert store.path.parent == cache / "stores" and len(store) == 3
+    stamp = store.path.stat().st_mtime_ns
+    # The same tree through another path: the same cached store, not prepared again.
+    alias = tmp_path / "alias"
+    alias.symlink_to(isic2017_tree)
+    assert open_or_prepare(alias, 8, cache=cache, progress=False).path == store.path
+    assert store.path.stat().st_mtime_ns == stamp
+    # A rewritten image (a changed tree) prepares it again; another resolution is another entry.
+    write_image(isic2017_tree / "ISIC-2017_Training_Data" / "ISIC_0000001.jpg", seed=5)
+    changed = open_or_prepare(isic2017_tree, 8, cache=cache, progress=False)
+    assert changed.path != store.path
+    assert open_or_prepare(isic2017_tree, 16, cache=cache, progress=False).resolution == 16
+    assert len({p.name for p in (cache / "stores").iterdir()}) == 3
+
+
+def test_open_or_prepare_opens_stores_and_phantoms_as_they_are(tmp_path):
+    cache = tmp_path / "cache"
+    phantoms = open_or_prepare(None, 8, phantom_count=6, cache=cache)
+    assert phantoms.path.parent == cache and len(phantoms) == 6
+    assert open_or_prepare(phantoms.path, 4, cache=cache).path == phantoms.path  # a store: never copied
+    with pytest.raises(StoreError, match="has no 16 px level"):
+        open_or_prepare(phantoms.path, 16, cache=cache)
+    with pytest.raises(StoreError, match="does not exist"):
+        open_or_prepare(tmp_path / "nowhere", 8, cache=cache)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(StoreError, match="neither a prepared store nor a dataset folder"):
+        open_or_prepare(tmp_path / "file.txt", 8, cache=cache)
+    assert sorted(p.name for p in cache.iterdir()) == [phantoms.path.name]

@@ -6,7 +6,8 @@ import pytest
 
 from lesion_data import CLASS_NAMES
 from lesion_data.readers import SEVEN_CLASS_NAMES, Source, SourceError, detect_layout, open_source
-from lesion_data.store import PreparedStore, prepare_store
+from lesion_data.prepare import prepare_store
+from lesion_data.store import PreparedStore
 
 SAMPLE = os.environ.get("LESION_SAMPLE_ISIC2017")
 needs_sample = pytest.mark.skipif(not SAMPLE or not pathlib.Path(SAMPLE).is_dir(),

@@ -4,7 +4,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def inception_cache(tmp_path_factory):
-    """A session cache directory holding the fid-helper weights converted once to our layout."""
+    """A cache directory, shared by the whole test run, holding the fid-helper weights converted once to our layout."""
     from lesion_metrics.inception import load_inception
 
     cache = tmp_path_factory.mktemp("lesion-gan-cache")
@@ -38,3 +38,19 @@ def smooth_images(n: int, size: int, seed: int, low: int = 8) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def smooth():
     return smooth_images
+
+
+class ColourStatistics(torch.nn.Module):
+    """A cheap stand-in for Inception's pool3: per-channel means and squared means of a 4x4 grid."""
+
+    def forward(self, images):
+        x = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4)
+        return {"pool3": torch.cat([x.flatten(1), x.square().flatten(1)], 1)}
+
+
+@pytest.fixture
+def cheap_inception(monkeypatch):
+    """Metrics that read Inception features get :class:`ColourStatistics` instead (fast tests)."""
+    from lesion_metrics import FeatureExtractor, MetricOptions
+
+    monkeypatch.setattr(MetricOptions, "inception_extractor", lambda self: FeatureExtractor("colour-stats", ColourStatistics()))

@@ -153,7 +153,7 @@ def test_inception_score_analytic():
     assert inception_score_from_logits(np.zeros((20, 1008)))[0] == pytest.approx(1.0)
 
 
-@pytest.mark.slow  # inductor compiles Inception once: ~30 s here
+@pytest.mark.slow  # inductor compiles Inception once: ~30 s on a CPU
 def test_compiled_inception_gives_the_eager_features(inception_cache, smooth):
     source = ImageSource.from_array(smooth(10, 64, seed=2), "generated", batch_size=10)  # chunks of 8 and 2 (padded)
     eager, compiled = (MetricOptions(source, source, cache_dir=str(inception_cache), progress=False, compile=compile)

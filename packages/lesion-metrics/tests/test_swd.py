@@ -118,3 +118,39 @@ def test_chunked_collection_gives_official_descriptors_and_moments(ref, smooth):
             np.testing.assert_allclose(level.raw.numpy(), desc.reshape(len(desc), -1), atol=1e-3)
             np.testing.assert_allclose(level.mean.numpy(), desc.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
             np.testing.assert_allclose(level.std.numpy(), desc.std(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_resampled_descriptors_take_whole_image_blocks():
+    # Row r of image i holds the value i everywhere: a resample must keep 128-row blocks intact.
+    raw = torch.arange(3).repeat_interleave(S.NHOODS_PER_IMAGE).float()[:, None, None, None].expand(-1, 3, 7, 7)
+    drawn = S.resampled_descriptors(S.Descriptors.of(raw.contiguous()), torch.tensor([2, 0, 2]))
+    expected = torch.tensor([2.0, 0.0, 2.0]).repeat_interleave(S.NHOODS_PER_IMAGE)
+    assert torch.equal(drawn.raw[:, 0], expected) and drawn.mean[0].item() == pytest.approx(4 / 3)
+
+
+def test_interval_holds_the_value_and_separates_sets(smooth):
+    real, same = smooth(24, 32, seed=4), smooth(24, 32, seed=6)
+    noisy = (same.int() + torch.randint(-100, 101, same.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 255)
+
+    def swd(fake, seed=0):
+        opts = MetricOptions(ImageSource.from_array(real, "real", 8), ImageSource.from_array(fake.to(torch.uint8), "fake", 8),
+                             bootstrap=8, seed=seed, progress=False)
+        record = calc_metric("swd", opts)
+        return record["results"]["swd_avg"], record["intervals"]["swd_avg"]
+
+    value, (lo, hi) = swd(same)
+    assert lo < value < hi
+    far, (far_lo, far_hi) = swd(noisy)
+    assert hi < far_lo < far < far_hi
+    assert swd(same) == (value, [lo, hi])  # seeded
+
+
+def test_interval_spread_comes_from_resampling_images():
+    # Both sides hold the same descriptors, so any set of directions gives SWD 0: all the spread of
+    # the interval comes from drawing different images on the two sides.
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(12, 1, 3, 7, 7, generator=g).expand(-1, S.NHOODS_PER_IMAGE, -1, -1, -1).reshape(-1, 3, 7, 7)
+    desc = [S.Descriptors.of(raw.contiguous())]
+    assert S.sliced_wasserstein(desc[0], desc[0], S.random_directions(147, g, repeats=1)) == 0
+    lo, hi = S.swd_interval(desc, desc, 12, 0.0, 10, torch.Generator().manual_seed(1))
+    assert hi - lo > 1.0

@@ -1,6 +1,6 @@
 """DCGAN and LAPGAN networks: shapes, the published layer rules, gradients, exact pyramid, save/load.
 
-(``torch.testing.assert_close`` is avoided: its first call costs ~15 s of imports here.)"""
+(``torch.testing.assert_close`` is avoided: its first call costs ~15 s of imports.)"""
 
 import pytest
 import torch

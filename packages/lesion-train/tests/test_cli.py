@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from lesion_train import cli
+from lesion_train.setup import apply_overrides
 
 
 @dataclasses.dataclass
@@ -131,10 +132,10 @@ def test_an_option_a_config_lacks_is_a_usage_error():
 
 
 def test_replace_sets_dotted_fields_and_names_unknown_ones():
-    config = cli.replace(Outer("s"), {"loop.total_kimg": 9.0, "name": "y"})
+    config = apply_overrides(Outer("s"), {"loop.total_kimg": 9.0, "name": "y"})
     assert config.loop.total_kimg == 9.0 and config.name == "y" and config.loop.seed == 7
     with pytest.raises(ValueError, match="no option nope"):
-        cli.replace(Outer("s"), {"nope": 1})
+        apply_overrides(Outer("s"), {"nope": 1})
 
 
 def test_every_architecture_builds_its_presets():

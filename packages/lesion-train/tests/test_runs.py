@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import random
 
 import numpy as np
@@ -107,3 +108,37 @@ def test_single_process_environment_and_autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="amp mode"):
         autocast(torch.device("cpu"), "fp8")
+
+
+def test_find_model_and_class_names_resolve_one_way(tmp_path):
+    run = tmp_path / "run"
+    for kimg, names in ((4, ("G_ema", "G", "D")), (8, ("G", "D"))):  # a mask2image-like newest snapshot
+        for name in names:
+            (run / "snapshots" / f"{kimg:06d}" / name).mkdir(parents=True)
+            (run / "snapshots" / f"{kimg:06d}" / name / "config.json").write_text("{}")
+        (run / "snapshots" / f"{kimg:06d}" / runs.STATE_NAME).write_bytes(b"")
+    newest = run / "snapshots" / "000008"
+    assert runs.find_model(newest / "D") == newest / "D"  # a model directory as given
+    assert runs.find_model(run) == newest / "G"  # no G_ema there: the next preferred
+    assert runs.find_model(run / "snapshots" / "000004") == run / "snapshots" / "000004" / "G_ema"
+    with pytest.raises(runs.ResumeError, match="with G_ema"):
+        runs.find_model(run, prefer=("G_ema",))
+    with pytest.raises(runs.ResumeError, match="not a model directory"):
+        runs.find_model(tmp_path / "nowhere")
+    assert runs.class_names(newest / "G") == ["nevus", "melanoma", "seborrheic_keratosis"]  # no options: ISIC-2017
+    runs.write_options(run, {"resolved": {"class_names": ["a", "b"]}})
+    assert runs.class_names(newest / "G") == ["a", "b"] and runs.run_options_of(newest / "G")["resolved"]
+
+
+def test_atomic_writes_publish_whole_files_or_nothing(tmp_path):
+    target = tmp_path / "sub" / "table.md"
+    runs.atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with runs.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n" and sorted(p.name for p in target.parent.iterdir()) == ["table.md"]
+    assert runs.temporary_name(target).name == f".table.md.tmp-{os.getpid()}.md"
+    image = runs.atomic_save_image(np.full((4, 6, 3), 200, np.uint8), tmp_path / "x.png")
+    assert Image.open(image).format == "PNG" and np.asarray(Image.open(image))[0, 0, 0] == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "x.png"]

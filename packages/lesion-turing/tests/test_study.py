@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from lesion_turing import Rejected, Study, StudyError, StudySpec, build_report, create_study, open_study, write_report
+from lesion_turing.report import render_html
 from lesion_turing.images import ImageError, contact_sheet, list_images, reencode, select_study
 
 
@@ -218,3 +219,67 @@ def test_contact_sheet_layout():
     sheet = contact_sheet([tile.getvalue()] * 5, [f"#{i}" for i in range(5)], columns=4, tile=20)
     assert sheet.size == (80, 2 * (20 + 22))
     assert sheet.getpixel((5, 5)) == (255, 0, 0) and sheet.getpixel((70, 60)) == (255, 255, 255)
+
+
+def _answer_all(study, name, said_synthetic):
+    """A rater who answers every image by `said_synthetic(image_id, is_synthetic)`."""
+    truth = {i["image"]: i["synthetic"] for i in study.images()}
+    token = study.add_rater(name)
+    while (item := study.state(token)["item"]) is not None:
+        image = study._query("SELECT image_id FROM items WHERE token = ?", (item,))[0][0]
+        study.answer(token, item, said_synthetic(image, truth[image]), 3, None)
+
+
+def test_fooled_lists_only_fakes_someone_called_real_by_rate_then_count(study):
+    fakes = sorted(i["image"] for i in study.images() if i["synthetic"])
+    _answer_all(study, "spots everything", lambda image, synthetic: synthetic)
+    report = build_report(study)
+    assert report["fooled"] == []
+    assert "No rater has called a synthetic image real." in render_html(report, "fooled.png")
+    assert "1 rater," in render_html(report, "fooled.png") and "1 raters" not in render_html(report, "fooled.png")
+    # fakes[0] fools 1 of 2 raters, fakes[1] 2 of 3 raters (the third rater stops early), fakes[2] nobody.
+    _answer_all(study, "fooled by two", lambda image, synthetic: synthetic and image not in fakes[:2])
+    token = study.add_rater("partial")
+    while (item := study.state(token)["item"]) is not None:
+        image = study._query("SELECT image_id FROM items WHERE token = ?", (item,))[0][0]
+        if image in fakes[:2]:
+            study.answer(token, item, image != fakes[1], 3, None)
+        else:
+            study.answer(token, item, image in fakes, 3, None)
+    fooled = build_report(study)["fooled"]
+    assert [(f["image"], f["said_real"], f["raters"]) for f in fooled] == [(fakes[1], 2, 3), (fakes[0], 1, 3)]
+
+
+def test_database_is_private_and_holds_no_admin_token(tmp_path):
+    real = write_images(tmp_path / "real", 1, (16, 16, 3), ".png", 0)
+    fake = write_images(tmp_path / "fake", 1, (16, 16, 3), ".png", 1)
+    db = tmp_path / "new" / "deeper" / "s.sqlite"
+    create_study(db, StudySpec(str(real), str(fake), n=2, size=16))
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700 and db.parent.stat().st_mode & 0o777 == 0o700
+    study = Study(db)
+    token = study.new_admin_token()
+    study.add_rater("Ada")
+    assert study.is_admin(token) and not study.is_admin(token[:-1] + "x")
+    later = study.new_admin_token()  # a restart replaces the admin link
+    assert study.is_admin(later) and not study.is_admin(token)
+    for path in (db, db.with_name("s.sqlite-wal")):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+        assert later.encode() not in path.read_bytes()
+    study.close()
+    keys = {k for (k,) in sqlite3.connect(db).execute("SELECT key FROM meta")}
+    assert "admin_token" not in keys and "admin_token_sha256" in keys
+
+
+def test_a_study_with_the_admin_token_in_clear_keeps_only_its_hash(study, tmp_path):
+    study.close()
+    con = sqlite3.connect(tmp_path / "s.sqlite")
+    with con:
+        con.execute("DELETE FROM meta WHERE key = 'admin_token_sha256'")
+        con.execute("INSERT INTO meta VALUES ('admin_token', 'OldToken_0123456789')")
+    con.close()
+    again = Study(tmp_path / "s.sqlite")
+    assert again.is_admin("OldToken_0123456789")  # the old link keeps working
+    again.close()
+    keys = {k for (k,) in sqlite3.connect(tmp_path / "s.sqlite").execute("SELECT key FROM meta")}
+    assert "admin_token" not in keys

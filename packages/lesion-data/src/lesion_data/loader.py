@@ -110,7 +110,7 @@ class StoreBatches:
         self._labels = self.store.labels
         # On CPU without read-ahead each batch is converted (copied) before the next read, so the
         # memmap gathers can reuse one host buffer: no fresh pages to fault in per batch (1.9x the
-        # read rate at 1024 px here, docs/performance.md).
+        # read rate at 1024 px, docs/performance.md).
         self._reuse = self.device.type == "cpu" and self.prefetch == 0
         self._buffers: dict[str, np.ndarray] = {}
         # Augmentation stream differs per rank so ranks do not flip in lockstep.

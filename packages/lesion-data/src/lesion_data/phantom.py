@@ -13,9 +13,6 @@ milia-like dots. Class priors follow ISIC-2017 training (1372/374/254 of 2000).
 
 from __future__ import annotations
 
-import os
-import pathlib
-
 import numpy as np
 
 
@@ -310,28 +307,4 @@ def generate_phantoms(
     return images, masks, labels
 
 
-def default_cache_root() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("LESION_GAN_CACHE") or pathlib.Path.home() / ".cache" / "lesion-gan")
-
-
-def phantom_store(
-    resolution: int = 32, n: int = 2000, seed: int = 0, root: str | os.PathLike | None = None, *, balanced: bool = False
-) -> pathlib.Path:
-    """Path of a prepared store of phantoms, built once and cached under ``root``.
-
-    Safe when several processes ask at once: each builds into its own temporary folder and the
-    first rename wins; the others discard their copy and use the finished one."""
-    from .store import PreparedStore, StoreError, prepare_phantom_store  # store imports phantom lazily too
-
-    root = pathlib.Path(root) if root is not None else default_cache_root()
-    tag = f"phantom-v{GENERATOR_VERSION}-r{resolution}-n{n}-s{seed}" + ("-balanced" if balanced else "")
-    path = root / tag
-    try:
-        PreparedStore(path)
-        return path
-    except StoreError:
-        return prepare_phantom_store(path, resolution, n, seed, balanced=balanced, workers=1, progress=False,
-                                     keep_existing=True)
-
-
-__all__ = ["generate_phantoms", "phantom_store", "PRIORS", "GENERATOR_VERSION", "default_cache_root"]
+__all__ = ["generate_phantoms", "PRIORS", "GENERATOR_VERSION"]

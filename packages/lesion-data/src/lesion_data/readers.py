@@ -29,12 +29,16 @@ import dataclasses
 import os
 import pathlib
 import re
-from typing import Sequence
+from typing import Collection, Sequence
 
 from . import CLASS_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_SUFFIXES = ("_segmentation", "_mask")
+# Contact sheets the apps write next to their images (prepare_data's and mask_deform's preview.png,
+# pggan_sample's grid.png and interpolation.png, evaluate's grid_<name>.png): so that one command's
+# output folder can be the next one's input, no folder listing takes them for data.
+SHEET_NAME = re.compile(r"(preview|grid|interpolation)(_.*)?\.png", re.IGNORECASE)
 # ISIC-2018 Task 3 / HAM10000 diagnoses; the first two keep ISIC-2017's indices (nevus 0, melanoma 1),
 # and index 2 is "benign keratosis" (seborrheic keratoses, solar lentigines, LPLK).
 SEVEN_CLASS_NAMES = ("nevus", "melanoma", "benign_keratosis", "basal_cell_carcinoma", "actinic_keratosis",
@@ -70,10 +74,31 @@ class Source:
         return {"layout": self.layout, "path": str(self.root), "splits": splits, "num_records": len(self.records)}
 
 
+def is_image_file(path: str | os.PathLike, suffixes: Collection[str] = IMAGE_SUFFIXES) -> bool:
+    """The one rule for which files of a folder are images (every folder listing of every package
+    uses it): an image suffix, not hidden, not ISIC's ``*_superpixels.png``, not a contact sheet
+    (``preview.png``, ``grid.png``, ``grid_*.png``, ``interpolation.png``; see ``SHEET_NAME``)."""
+    path = pathlib.Path(path)
+    return (path.suffix.lower() in suffixes and not path.name.startswith(".")
+            and not path.stem.endswith("_superpixels") and not SHEET_NAME.fullmatch(path.name))
+
+
+def list_image_files(folder: str | os.PathLike, suffixes: Collection[str] = IMAGE_SUFFIXES,
+                     recursive: bool = False) -> list[pathlib.Path]:
+    """Sorted image files of ``folder`` (and below it if ``recursive``, hidden folders skipped) by
+    :func:`is_image_file`; symbolic links to folders are not followed."""
+    root = pathlib.Path(folder)
+    if not recursive:
+        return sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p, suffixes))
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [p for p in (pathlib.Path(dirpath) / n for n in filenames) if is_image_file(p, suffixes) and p.is_file()]
+    return sorted(found)
+
+
 def _is_image(path: pathlib.Path) -> bool:
-    stem = path.stem
-    return (path.suffix.lower() in IMAGE_SUFFIXES and not stem.endswith("_superpixels")
-            and not stem.endswith(MASK_SUFFIXES) and not path.name.startswith("."))
+    return is_image_file(path) and not path.stem.endswith(MASK_SUFFIXES)
 
 
 def _images_in(folder: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -202,7 +227,7 @@ def _walk_images(root: pathlib.Path) -> tuple[dict[str, pathlib.Path], dict[str,
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = pathlib.Path(dirpath) / name
-            if path.suffix.lower() not in IMAGE_SUFFIXES or name.startswith("."):
+            if not is_image_file(path):
                 continue
             stem = path.stem
             for suffix in MASK_SUFFIXES:
@@ -210,8 +235,7 @@ def _walk_images(root: pathlib.Path) -> tuple[dict[str, pathlib.Path], dict[str,
                     masks[stem[: -len(suffix)]] = path
                     break
             else:
-                if not stem.endswith("_superpixels"):
-                    images[stem] = path
+                images[stem] = path
     return images, masks
 
 
@@ -240,8 +264,7 @@ def read_folder(root: pathlib.Path) -> Source:
     records: list[Record] = []
     groups = [(root, None)] + [(d, k) for k, d in enumerate(classes)]
     for folder, label in groups:
-        masks = {p.stem[: -len(s)]: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                 for s in MASK_SUFFIXES if p.stem.endswith(s)}
+        masks = {p.stem[: -len(s)]: p for p in list_image_files(folder) for s in MASK_SUFFIXES if p.stem.endswith(s)}
         for image_id, path in _images_in(folder).items():
             if classes and label is None:
                 problems.append(f"{path}: image outside the class subfolders ({', '.join(d.name for d in classes)})")
@@ -287,4 +310,5 @@ def open_source(path: str | os.PathLike, layout: str | None = None, splits: Sequ
 
 
 __all__ = ["open_source", "Source", "Record", "SourceError", "detect_layout", "SEVEN_CLASS_NAMES",
+           "is_image_file", "list_image_files", "IMAGE_SUFFIXES", "SHEET_NAME",
            "read_isic2017", "read_isic2018", "read_ham10000", "read_folder"]

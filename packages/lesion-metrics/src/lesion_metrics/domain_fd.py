@@ -4,7 +4,7 @@ since its numbers are not comparable with FID from the Inception network."""
 
 from __future__ import annotations
 
-from lesion_metrics.frechet import feature_statistics, frechet_distance
+from lesion_metrics.fid import frechet_figure
 from lesion_metrics.registry import MetricOptions, MetricUnavailable, register_metric, require_images
 
 
@@ -16,4 +16,4 @@ def domain_fd(opts: MetricOptions) -> dict[str, float]:
         require_images("domain_fd", side, 2, " (a covariance needs two)")
     real = opts.features("real", opts.domain_extractor)["features"]
     fake = opts.features("fake", opts.domain_extractor)["features"]
-    return {"domain_fd": frechet_distance(*feature_statistics(real), *feature_statistics(fake))}
+    return {"domain_fd": frechet_figure(opts, "domain_fd", real, fake)}

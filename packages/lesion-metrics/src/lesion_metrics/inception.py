@@ -216,8 +216,9 @@ class FIDInceptionV3(nn.Module):
         x = tf1_bilinear_resize(images.float(), INPUT_SIZE)
         x = (x - 128) / 128
         if x.device.type == "cpu":
-            # oneDNN's NHWC convolutions: 1.5x the img/s here (docs/metrics.md, Speed); features equal
-            # torch-fidelity's to the parity tests' tolerance. Not measured on GPUs, so left as is there.
+            # oneDNN's NHWC convolutions beat its NCHW ones for these shapes on CPUs (docs/metrics.md,
+            # Speed); features equal torch-fidelity's to the parity tests' tolerance. Not measured on GPUs,
+            # so left as is there.
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lesion_metrics.bootstrap import percentile_interval, resample_counts, resample_rng
 from lesion_metrics.registry import MetricOptions, register_metric, require_images
 
 NUM_SUBSETS = 100
@@ -35,14 +36,53 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, num_subsets: int = NUM
     return float(mmds.mean()), float(mmds.std())
 
 
+def _weighted_kernel_sums(x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray, chunk: int):
+    """Per resample b: sum_ij wx[b,i] k(x_i, y_j) wy[b,j], and sum_i wx[b,i] wy[b,i] k(x_i, y_i) (x is y
+    only for the within-set sums). Kernel rows are made one chunk at a time, never the full matrix."""
+    total, diagonal = np.zeros(len(wx)), np.zeros(len(wx))
+    for lo in range(0, len(x), chunk):
+        k = polynomial_kernel(x[lo:lo + chunk], y)
+        total += ((k @ wy.T) * wx[:, lo:lo + chunk].T).sum(axis=0)
+        if x is y:
+            diagonal += (wx[:, lo:lo + chunk] * wy[:, lo:lo + chunk]) @ np.diagonal(k[:, lo:lo + chunk])
+    return total, diagonal
+
+
+def mmd2_resampled(real: np.ndarray, fake: np.ndarray, real_counts: np.ndarray, fake_counts: np.ndarray,
+                   chunk: int = 1024) -> np.ndarray:
+    """Unbiased MMD^2 of whole resampled sets, one per row of the count matrices (B, N). The
+    within-set means run over pairs of *different* images, each pair weighted by how often both were
+    drawn: two draws of one image are not a pair, since k(x, x) terms would bias the resampled
+    MMD^2 upwards (as a U-statistic's diagonal does). With every image drawn once this is
+    :func:`mmd2_unbiased` of the whole sets."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    wr, wf = np.asarray(real_counts, np.float64), np.asarray(fake_counts, np.float64)
+    m, n = len(real), len(fake)
+    xx, dx = _weighted_kernel_sums(real, real, wr, wr, chunk)
+    yy, dy = _weighted_kernel_sums(fake, fake, wf, wf, chunk)
+    xy, _ = _weighted_kernel_sums(real, fake, wr, wf, chunk)
+    pairs_x, pairs_y = m * m - (wr * wr).sum(axis=1), n * n - (wf * wf).sum(axis=1)
+    return (xx - dx) / pairs_x + (yy - dy) / pairs_y - 2 * xy / (m * n)
+
+
+def kid_figure(opts: MetricOptions, result: str, real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
+    """KID mean and std of two feature sets; smaller sets shrink the subsets (as StyleGAN3's KID,
+    rather than fail) and the figure is flagged; with a bootstrap interval when asked for."""
+    size = min(SUBSET_SIZE, len(real), len(fake))
+    if size < SUBSET_SIZE:
+        opts.flag(result, f"subsets of {size} images, fewer than the {SUBSET_SIZE} KID is defined with")
+    if opts.bootstrap:
+        # The subset mean and the whole-set unbiased MMD^2 estimate the same quantity; the interval
+        # is that of the whole-set estimate (one pass of kernel rows for every resample at once).
+        rng = resample_rng(opts.seed, result)
+        counts = resample_counts(len(real), opts.bootstrap, rng), resample_counts(len(fake), opts.bootstrap, rng)
+        opts.interval(result, *percentile_interval(mmd2_resampled(real, fake, *counts)))
+    return kid_from_features(real, fake, subset_size=size, seed=opts.seed)
+
+
 @register_metric("kid")
 def kid(opts: MetricOptions) -> dict[str, float]:
     for side in (opts.real, opts.fake):
         require_images("kid", side, 2, " (an unbiased MMD needs two per subset)")
-    # Like StyleGAN3's KID, smaller sets shrink the subsets rather than fail.
-    size = min(SUBSET_SIZE, opts.real.num_images, opts.fake.num_images)
-    if size < SUBSET_SIZE:
-        opts.note(f"kid: subsets of {size} images instead of {SUBSET_SIZE} (needs {SUBSET_SIZE} per side)")
-    mean, std = kid_from_features(opts.features("real")["pool3"], opts.features("fake")["pool3"],
-                                  subset_size=size, seed=opts.seed)
+    mean, std = kid_figure(opts, "kid", opts.features("real")["pool3"], opts.features("fake")["pool3"])
     return {"kid": mean, "kid_std": std}

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lesion_metrics.bootstrap import mean_interval, resample_rng
 from lesion_metrics.registry import ImageSource, MetricOptions, NotEnoughImages, register_metric
 
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -73,9 +74,9 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, max_val: float = 255.0, weights=WE
     return torch.prod(cs ** w[:-1, None], dim=0) * ssims[-1].double().clamp_min(0) ** w[-1]
 
 
-def mean_pair_msssim(source: ImageSource, device: str) -> float:
-    """Mean MS-SSIM over consecutive pairs of ``source`` (an odd image left over is dropped)."""
-    total, pairs, carry = 0.0, 0, None
+def pair_msssim(source: ImageSource, device: str) -> torch.Tensor:
+    """MS-SSIM of every consecutive pair of ``source`` (an odd image left over is dropped)."""
+    scores, carry = [], None
     for batch in source.iterate():
         batch = batch.to(device)
         if carry is not None:
@@ -83,14 +84,20 @@ def mean_pair_msssim(source: ImageSource, device: str) -> float:
         usable = len(batch) // 2 * 2
         carry = batch[usable:] if usable < len(batch) else None
         if usable:
-            scores = ms_ssim(batch[0:usable:2], batch[1:usable:2])
-            total += scores.sum().item()
-            pairs += len(scores)
-    if pairs == 0:
+            scores.append(ms_ssim(batch[0:usable:2], batch[1:usable:2]).cpu())
+    if not scores:
         raise NotEnoughImages(f"msssim needs at least 2 {source.name} images (one pair), got {source.num_images}")
-    return total / pairs
+    return torch.cat(scores)
 
 
 @register_metric("msssim")
 def msssim(opts: MetricOptions) -> dict[str, float]:
-    return {"msssim": mean_pair_msssim(opts.fake, opts.device), "msssim_real": mean_pair_msssim(opts.real, opts.device)}
+    out = {}
+    for result, source in (("msssim", opts.fake), ("msssim_real", opts.real)):
+        scores = pair_msssim(source, opts.device)
+        out[result] = scores.mean().item()
+        if opts.bootstrap:
+            # Each value is a mean over its own side's pairs: the pairs are resampled (as many
+            # resamples as for the other metrics; a mean of stored scores costs nothing).
+            opts.interval(result, *mean_interval(scores.numpy(), opts.bootstrap, resample_rng(opts.seed, result)))
+    return out

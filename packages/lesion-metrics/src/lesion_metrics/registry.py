@@ -58,9 +58,13 @@ class ImageSource:
     batches: Callable[[], Iterable[torch.Tensor]]
     # Identity of a fixed dataset (content hash + resolution); set it to cache features on disk.
     cache_key: str | None = None
+    # Class index per image (-1: unknown) and the class names, for the per-diagnosis figures.
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
     @classmethod
-    def from_array(cls, images, name: str, batch_size: int = 64, cache_key: str | None = None) -> ImageSource:
+    def from_array(cls, images, name: str, batch_size: int = 64, cache_key: str | None = None,
+                   labels=None, class_names=()) -> ImageSource:
         """From a uint8 NCHW tensor or an NHWC numpy array / memmap (read one batch at a time)."""
         channels_last = isinstance(images, np.ndarray)
 
@@ -70,7 +74,20 @@ class ImageSource:
                 chunk = torch.from_numpy(np.array(chunk)).permute(0, 3, 1, 2) if channels_last else chunk
                 yield chunk.contiguous()
 
-        return cls(name, len(images), batches, cache_key)
+        labels = None if labels is None else np.asarray(labels, np.int64)[:len(images)]
+        return cls(name, len(images), batches, cache_key, labels, tuple(class_names))
+
+    def gather(self, indices) -> torch.Tensor:
+        """The images at ``indices`` (in that order), read in one pass over the source."""
+        indices = [int(i) for i in indices]
+        wanted = set(indices)
+        found: dict[int, torch.Tensor] = {}
+        start = 0
+        for batch in self.iterate(max(indices, default=-1) + 1):
+            for i in wanted.intersection(range(start, start + len(batch))):
+                found[i] = batch[i - start]
+            start += len(batch)
+        return torch.stack([found[i] for i in indices]) if indices else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
 
     def iterate(self, limit: int | None = None) -> Iterator[torch.Tensor]:
         """Batches up to ``limit`` images, checked to be uint8 NCHW RGB."""
@@ -106,14 +123,28 @@ class MetricOptions:
     batch_size: int = 32
     progress: bool = True
     # torch.compile the Inception network (inductor, weights frozen): ~30 s once per process, then
-    # 1.3-1.44x the img/s on this CPU (features equal to 1e-6); pays from ~2,500 uncached images.
+    # 1.44x the img/s on a CPU (features equal to 1e-6); pays from ~2,500 uncached images.
     compile: bool = False
+    # Bootstrap resamples for the 95% intervals (0: none); each metric states its scheme.
+    bootstrap: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)
+    # Per result name: a 95% interval [lo, hi]; the reason its sample is too small to be stable;
+    # and JSON data for the report (closest pairs, spectra). Reset by calc_metric.
+    intervals: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    flags: dict[str, str] = dataclasses.field(default_factory=dict)
+    artifacts: dict = dataclasses.field(default_factory=dict)
     _features: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def note(self, message: str) -> None:
         if message not in self.notes:
             self.notes.append(message)
+
+    def flag(self, result: str, reason: str) -> None:
+        """Mark ``result`` as computed from fewer images than it needs to be stable."""
+        self.flags[result] = reason
+
+    def interval(self, result: str, lo: float, hi: float) -> None:
+        self.intervals[result] = [float(lo), float(hi)]
 
     def inception_extractor(self) -> FeatureExtractor:
         net = inception.load_inception(self.inception_weights, self.cache_dir, self.device)
@@ -194,7 +225,7 @@ def calc_metric(name: str, opts: MetricOptions) -> dict:
     """Run one registered metric; a :class:`MetricUnavailable` becomes a result with its reason."""
     if name not in _METRICS:
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(_METRICS)}")
-    opts.notes = []
+    opts.notes, opts.intervals, opts.flags, opts.artifacts = [], {}, {}, {}
     start = time.perf_counter()
     record = {"metric": name, "num_real": opts.real.num_images, "num_fake": opts.fake.num_images}
     try:
@@ -203,5 +234,11 @@ def calc_metric(name: str, opts: MetricOptions) -> dict:
         record["results"] = {}
         record["unavailable"] = str(why)
     record["notes"] = list(opts.notes)
+    record["flags"] = dict(opts.flags)
+    record["intervals"] = dict(opts.intervals)
+    if opts.intervals:
+        record["bootstrap"] = opts.bootstrap
+    if opts.artifacts:
+        record["artifacts"] = opts.artifacts
     record["total_time"] = round(time.perf_counter() - start, 3)
     return record

@@ -9,6 +9,12 @@ preallocated buffers, the normalisation folded into the directions (no pass over
 the 128 directions of a repeat one matmul and one row-wise sort with the distance fused in.
 A real-vs-real baseline (a second, independent draw of neighbourhoods from the real images) is always
 reported beside it, to show the sampling noise floor.
+
+The bootstrap interval of ``swd_avg`` uses a cheaper scheme than the feature metrics: at most
+``SWD_RESAMPLES`` resamples of the images of both sides (their descriptors reused, each resampled set
+normalised by its own moments as the official code does), each measured with one repeat of 128 fresh
+directions per level instead of four, and re-centred on the value like the Frechet distances
+(duplicated images raise SWD as a smaller set does).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
+from lesion_metrics.bootstrap import recentred_interval
 from lesion_metrics.registry import ImageSource, MetricOptions, NotEnoughImages, register_metric
 
 NHOOD_SIZE = 7
@@ -31,6 +38,7 @@ DIR_REPEATS = 4
 DIRS_PER_REPEAT = 128
 MIN_RESOLUTION = 16
 CHUNK_IMAGES = 32
+SWD_RESAMPLES = 20
 
 
 def swd_resolutions(size: int) -> list[int]:
@@ -121,7 +129,7 @@ def get_descriptors(level: torch.Tensor, positions: torch.Tensor, out: torch.Ten
     Laid out as the official code's ``ogrid`` makes them: the first patch axis walks along x (a
     transposed patch). Isotropic directions make this immaterial for SWD, but it keeps descriptors
     identical to the official ones. One ``index_select`` over a view of every patch by the flat offset
-    of its corner, written straight into ``out`` if given (2x faster here than indexing (image, y, x)).
+    of its corner, written straight into ``out`` if given (2x faster than indexing (image, y, x) on one thread).
     """
     n, c, h, w = level.shape
     k = NHOOD_SIZE
@@ -211,16 +219,16 @@ def sorted_projections(desc: Descriptors, dirs: torch.Tensor, reference: torch.T
     """(directions, neighbourhoods) normalised projections with each row sorted, and, given the sorted
     ``reference`` rows of another set, the sum of |sorted - reference| over all of them. ``out``, a
     (directions, neighbourhoods) float32 buffer, receives the projections: reusing one across calls
-    saves faulting in fresh pages for every 134 MB result (measured 77 -> 137 GFLOP/s here).
+    saves faulting in fresh pages for every 134 MB result (the matmul runs 1.8x faster).
 
     On CPU each of torch's threads takes a block of rows (directions) and does all their work itself:
     projects them with a single-threaded NumPy (OpenBLAS) matmul, then sorts each row with NumPy (SIMD,
     in place, GIL released; ~10x faster per core than torch's CPU sort and than sorting down columns as
-    the official code does), shifts it, compares it with the reference row and sums. Measured on the
-    AMD EPYC (Zen 5) here: torch.mm runs this thin shape (K = 147) at 85-120 GFLOP/s against 150-195
-    for OpenBLAS, but a multi-threaded OpenBLAS call leaves its worker spinning, which slows the sorts
-    that follow by 1.5x; per-thread single-threaded projection avoids both (0.15 -> 0.11 s per 128
-    directions of 262144 neighbourhoods). On GPUs, one matmul and torch.sort.
+    the official code does), shifts it, compares it with the reference row and sums. On AMD CPUs
+    torch.mm (MKL) runs this thin shape (K = 147) at about 0.6x OpenBLAS's rate, but a multi-threaded
+    OpenBLAS call leaves its worker spinning, which slows the sorts that follow by 1.5x; per-thread
+    single-threaded projection avoids both (0.15 -> 0.11 s per 128 directions of 262144
+    neighbourhoods). On GPUs, one matmul and torch.sort.
     """
     weights, shift = desc.folded(dirs)
     shift = shift.float()
@@ -295,7 +303,7 @@ def projection_buffers(desc: Descriptors, dirs: torch.Tensor) -> tuple[torch.Ten
 def _large_empty(shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
     """An uninitialised float32 buffer of hundreds of MB. On CPU allocated by NumPy, which advises the
     kernel to back large arrays with transparent huge pages: first touching them costs half as much
-    here as torch's 4 KB pages (154 MB: 32 against 60 ms)."""
+    as with torch's 4 KB pages (154 MB: 32 against 60 ms)."""
     if torch.device(device).type == "cpu":
         return torch.from_numpy(np.empty(shape, np.float32))
     return torch.empty(shape, device=device)
@@ -308,7 +316,7 @@ def collect_descriptors(source: ImageSource, count: int, generator: torch.Genera
 
     Positions are drawn per batch; the pyramid, gather and moment sums then run per chunk of 32
     images, so that a 128 px chunk's pyramid (8 MB) is still in cache when its patches are gathered.
-    (Chunks spread over Python threads cost more CPU time here: nested OpenMP teams.)
+    (Chunks spread over Python threads cost more CPU time: nested OpenMP teams.)
     """
     buffers: list[list[torch.Tensor]] = []
     sums: list[list[torch.Tensor]] = []
@@ -347,6 +355,26 @@ def collect_descriptors(source: ImageSource, count: int, generator: torch.Genera
              for buf, total in zip(levels, totals)] for levels, totals in zip(buffers, sums)], resolutions
 
 
+def resampled_descriptors(desc: Descriptors, images: torch.Tensor) -> Descriptors:
+    """The descriptors of the drawn ``images`` (indices, repeats allowed; each image owns a block of
+    128 consecutive rows), with their own moments."""
+    rows = (images[:, None] * NHOODS_PER_IMAGE + torch.arange(NHOODS_PER_IMAGE)).flatten().to(desc.raw.device)
+    return Descriptors.of(desc.raw.index_select(0, rows).view(-1, 3, NHOOD_SIZE, NHOOD_SIZE))
+
+
+def swd_interval(real: list[Descriptors], fake: list[Descriptors], count: int, value: float, resamples: int,
+                 generator: torch.Generator) -> tuple[float, float]:
+    """Interval of the level-averaged SWD (x1e3) over ``resamples`` image resamples of both sides."""
+    averages = []
+    for _ in range(resamples):
+        drawn = [torch.randint(0, count, (count,), generator=generator) for _ in range(2)]
+        levels = [sliced_wasserstein(resampled_descriptors(r, drawn[0]), resampled_descriptors(f, drawn[1]),
+                                     random_directions(r.raw.shape[1], generator, repeats=1)) * 1e3
+                  for r, f in zip(real, fake)]
+        averages.append(sum(levels) / len(levels))
+    return recentred_interval(averages, value)
+
+
 @register_metric("swd")
 def swd(opts: MetricOptions) -> dict[str, float]:
     count = min(opts.real.num_images, opts.fake.num_images)
@@ -376,4 +404,7 @@ def swd(opts: MetricOptions) -> dict[str, float]:
     for name, values in dists.items():
         out.update({f"{name}_{res}": d for res, d in zip(res_real, values)})
         out[f"{name}_avg"] = sum(values) / len(values)
+    if opts.bootstrap:
+        resamples = min(opts.bootstrap, SWD_RESAMPLES)
+        opts.interval("swd_avg", *swd_interval(real, fake, count, out["swd_avg"], resamples, generator))
     return out

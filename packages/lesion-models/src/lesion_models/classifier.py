@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lesion_models.hub import Pretrained, register
+from lesion_models.hub import Pretrained, register, torch_load_problem
 
 ARCHITECTURES = ("resnet18", "resnet50", "densenet121", "efficientnet_b0")
 # The ImageNet head differs in size from ours, so it is never copied from a weights file.
@@ -107,7 +107,7 @@ def load_imagenet_weights(model: LesionClassifier, path: str | os.PathLike) -> L
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise several types for bad files
-        raise ValueError(f"{path}: unreadable weights file ({type(error).__name__}: {error})") from None
+        raise ValueError(f"{path}: weights file {torch_load_problem(error)}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     head = _HEAD_PREFIX[model.config.arch]

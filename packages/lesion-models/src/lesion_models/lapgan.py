@@ -2,7 +2,10 @@
 
 The image pyramid: ``down`` halves the size, ``up`` doubles it; the Laplacian pyramid of an image
 is its coarsest Gaussian level plus one residual per finer level, ``h_k = I_k - up(down(I_k))``, so
-``I_k = up(I_{k+1}) + h_k`` exactly (:func:`laplacian_pyramid`, :func:`reconstruct`).
+``I_k = up(I_{k+1}) + h_k`` exactly (:func:`laplacian_pyramid`, :func:`reconstruct`). ``down`` is
+the official code's (facebook/eyescream shrinks with Torch's ``image.scale``, whose bilinear mode
+averages 2x2 blocks at a factor of two); ``up`` interpolates bilinearly at source position
+``(j + 1/2) / 2 - 1/2``, centred on ``down``'s blocks (``align_corners=False``).
 
 The networks (Denton et al.'s CIFAR-10 models): an unconditional fully connected GAN at the
 coarsest level (G: z -> 1200 -> 1200 -> image, ReLU; D: 600 -> 600 -> logit, ReLU, dropout);
@@ -20,9 +23,15 @@ initialised as in the official code (facebook/eyescream ``train_cifar.lua``: wei
 G, N(0, 0.005) in D, zero biases); the convolutional levels keep Torch's default initialisation,
 which PyTorch's equals (uniform, bound 1/sqrt(fan_in)).
 
-Deviations: ``down`` is 2x2 average pooling and ``up`` bilinear (Denton et al. blur and decimate
-with a Gaussian; the pyramid stays exact either way); the coarse generator ends in tanh (the data
-are in [-1, 1]); the generator clamps its output to [-1, 1] in eval mode only; widths are options.
+Deviations: eyescream enlarges with ``image.scale`` too, at source position ``j (n - 1) / (2n - 1)``
+(corners aligned), up to a quarter of a source pixel off ``down``'s block centres; that enlarges the
+real residuals and makes the SGD recipe diverge (docs/baselines.md), so ``up`` stays centred; the
+coarse generator ends in tanh (the data are in [-1, 1]) and has ReLU after both hidden layers
+(eyescream ``train_cifar.lua``: sigmoid after the second); a level discriminator sees ``residual +
+upsampled coarse`` concatenated with its condition through padded convolutions (eyescream: the sum
+alone, unpadded); a level generator's input is ``[condition, noise]`` (eyescream: ``[noise,
+condition]``, the same function with the first layer's input channels in another order); the
+generator clamps its output to [-1, 1] in eval mode only; widths are options.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ def down(images: torch.Tensor) -> torch.Tensor:
 
 
 def up(images: torch.Tensor) -> torch.Tensor:
+    # Centred on down's blocks, not corner-aligned like eyescream's (see Deviations above).
     return F.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
 
 

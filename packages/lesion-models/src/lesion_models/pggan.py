@@ -82,8 +82,8 @@ class PGGANConfig:
 
 
 # Smallest resolutions at which the stride-2 form of a resampling convolution is used. Below them
-# the separate layers compute the same function faster here (oneDNN, 512 channels, batch 16: the
-# stride-2 kernels ran at 0.3-1.0x below these sizes, and 1.2-3x faster from them up).
+# the separate layers compute the same function faster: oneDNN's stride-2 kernels are slow on 4-8 px
+# maps (512 channels, batch 16: 0.3-1.0x the separate layers below these sizes, 1.2-3x from them up).
 FUSED_UPSCALE_FROM = 32
 FUSED_DOWNSCALE_FROM = 16
 

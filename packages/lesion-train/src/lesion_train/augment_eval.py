@@ -27,7 +27,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lesion_data import CLASS_NAMES
+from lesion_data.prepare import open_or_prepare
 from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics.auc import isic2017_scores, mean_ci
 from lesion_models.classifier import ARCHITECTURES
@@ -119,14 +119,7 @@ def split_indices(labels: np.ndarray, test_fraction: float, val_fraction: float,
 
 
 def open_real(config: AugmentEvalConfig) -> PreparedStore:
-    if config.data is None:
-        from lesion_data.phantom import phantom_store
-
-        return PreparedStore(phantom_store(resolution=config.resolution, n=config.phantom_n, seed=0))
-    store = PreparedStore(config.data)
-    if config.resolution not in store.resolutions:
-        raise StoreError(f"{store.path}: no {config.resolution}px level (has {store.resolutions})")
-    return store
+    return open_or_prepare(config.data, config.resolution, phantom_count=config.phantom_n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,11 +294,12 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: synthetic source not found (folder, CSV, store, generator or phantom:SEED)")
     if (path / "manifest.json").is_file():
-        store = PreparedStore(path)
-        if resolution not in store.resolutions:
-            raise StoreError(f"{path}: no {resolution}px level (has {store.resolutions})")
+        store = open_or_prepare(path, resolution)
         return PoolSource(np.asarray(store.images(resolution)), store.labels, str(path))
-    model_dir = _generator_dir(path)
+    try:
+        model_dir = runs.find_model(path)
+    except runs.ResumeError:  # not a model: a folder of images
+        model_dir = None
     if model_dir is not None:
         from lesion_models import load_pretrained
 
@@ -313,26 +307,11 @@ def open_synthetic(spec: str, resolution: int, class_names=CLASS_NAMES, device: 
         return GeneratorSource(load_pretrained(model_dir, device), resolution, device, str(model_dir))
     from lesion_data.readers import open_source
 
-    source = open_source(path, "folder")
-    if not source.class_names:
+    if not open_source(path, "folder").class_names:
         raise ValueError(f"{path}: synthetic images must sit in one subfolder per class ({', '.join(class_names)})")
-    if source.problems:
-        raise ValueError(f"{len(source.problems)} problem(s) in {path}, first: {source.problems[0]}")
-    names = [_class_index(name, class_names) for name in source.class_names]
-    labels = np.array([names[r.label] for r in source.records])
-    return PoolSource(_decode([r.image for r in source.records], resolution), labels, str(path))
-
-
-def _generator_dir(path: Path) -> Path | None:
-    """A model directory, or the EMA generator of a snapshot or of a run's newest snapshot."""
-    if (path / "config.json").is_file():
-        return path
-    snapshot = path if (path / runs.STATE_NAME).is_file() else runs.latest_snapshot(path)
-    if snapshot is not None:
-        for name in ("G_ema", "G"):
-            if (snapshot / name / "config.json").is_file():
-                return snapshot / name
-    return None
+    store = open_or_prepare(path, resolution, layout="folder")
+    names = np.array([_class_index(name, class_names) for name in store.class_names])
+    return PoolSource(np.asarray(store.images(resolution)), names[store.labels], str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +382,7 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
         raise StoreError(f"{store.path}: {(real_labels < 0).sum()} images have no label; a labelled store is needed")
     test_images = test_labels = None
     if config.test_data:
-        test_store = PreparedStore(config.test_data)
+        test_store = open_or_prepare(config.test_data, config.resolution)
         test_images, test_labels = np.asarray(test_store.images(config.resolution)), np.asarray(test_store.labels)
     split = split_indices(real_labels, config.test_fraction, config.val_fraction, config.real_train,
                           config.split_seed, with_test=test_images is None)
@@ -453,8 +432,7 @@ def _save_grids(run_dir: Path, data: dict, condition: str) -> None:
     """Sample grids a person can compare by eye: real training images and synthetic ones."""
     def grid(images: np.ndarray, name: str) -> None:
         if len(images) and not (run_dir / "grids" / name).exists():
-            t = torch.from_numpy(images[:64]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            runs.save_image_grid(t, run_dir / "grids" / name, ncol=8)
+            runs.save_image_grid(runs.from_uint8(images[:64]), run_dir / "grids" / name, ncol=8)
 
     origin = data["train_origin"]
     grid(data["train_images"][origin >= 0], "real.png")
@@ -485,8 +463,8 @@ def summarise(run_dir: Path, config: AugmentEvalConfig) -> list[dict]:
             paired = [r["auc_mean"] - baseline[r["seed"]] for r in trials if r["seed"] in baseline]
             row["delta_auc_mean"] = mean_ci(paired) if paired and condition != "r0" else None
             rows.append(row)
-    (Path(run_dir) / "table.json").write_text(json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
-    (Path(run_dir) / "table.md").write_text(format_table(rows))
+    runs.atomic_write_text(Path(run_dir) / "table.json", json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
+    runs.atomic_write_text(Path(run_dir) / "table.md", format_table(rows))
     plot_auc_vs_ratio(rows, Path(run_dir) / "auc_vs_ratio.png")
     return rows
 
@@ -567,7 +545,4 @@ def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
             draw.text((width - right + 38, top + 4 + 18 * i), arch, fill="black")
         if balance:
             draw.text((width - right + 12, height - bottom - 14), "- - balance only", fill="black")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    image.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return runs.atomic_save_image(image, path)

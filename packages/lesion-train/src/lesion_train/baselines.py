@@ -1,5 +1,5 @@
 """DCGAN and LAPGAN training: the baselines of the unconditional comparison, on the generic driver
-(``lesion_train.gan_loop``) and the PGGAN entry point's store/data/grid setup (``pggan.train_recipe``).
+(``lesion_train.gan_loop``) and the shared store/data/grid setup (``lesion_train.setup``).
 
 Only the G/D steps and the optimiser schedules live here. Published defaults kept: DCGAN (Radford
 et al. 2016) Adam lr 2e-4, beta1 0.5, minibatch 128, non-saturating loss, no weight averaging;
@@ -28,9 +28,8 @@ from lesion_metrics.losses import adversarial
 from lesion_models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from lesion_models.lapgan import LAPGANConfig, LAPGANDiscriminator, LAPGANGenerator, up
 
-from lesion_train import gan_loop, runs
+from lesion_train import gan_loop, runs, setup
 from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
-from lesion_train.pggan import train_recipe
 
 ARCHS = ("dcgan", "lapgan")
 PRESETS = ("cpu", "gpu")
@@ -68,8 +67,6 @@ class BaselineTrainConfig:
     g_ema_beta: float = 0.0  # 0: G_ema is a copy of G (neither paper averages weights)
     tick_kimg: float = 4.0  # kimg per tick (grid + log line)
     loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(name="dcgan", total_kimg=5000))
-
-    conditional = False  # the baselines are unconditional (read by pggan.train_recipe)
 
     def __post_init__(self):
         if isinstance(self.loop, dict):
@@ -118,12 +115,11 @@ def preset(arch: str, name: str = "cpu", **overrides) -> BaselineTrainConfig:
 
 
 def apply_overrides(config: BaselineTrainConfig, overrides: dict) -> BaselineTrainConfig:
-    """Set top-level fields or ``loop.<field>`` from a flat mapping."""
-    loop = {k[5:]: v for k, v in overrides.items() if k.startswith("loop.")}
-    top = {k: v for k, v in overrides.items() if not k.startswith("loop.")}
-    if "optimizer" in top and "lr" not in top:
-        top["lr"] = 0.0  # the paper's rate of the optimiser chosen, not the preset's
-    return dataclasses.replace(config, **top, loop=dataclasses.replace(config.loop, **loop))
+    """``setup.apply_overrides``; a new ``optimizer`` without an ``lr`` takes the paper's rate of that
+    optimiser, not the preset's."""
+    if "optimizer" in overrides and "lr" not in overrides:
+        overrides = {**overrides, "lr": 0.0}
+    return setup.apply_overrides(config, overrides)
 
 
 class _Recipe(gan_loop.TwoPlayerOptim):
@@ -245,7 +241,7 @@ class LAPGANRecipe(_Recipe):
 def train_baseline(config: BaselineTrainConfig) -> gan_loop.RunResult:
     """Train a DCGAN or LAPGAN (single process or torchrun) into a run directory."""
     recipe_class = DCGANRecipe if config.arch == "dcgan" else LAPGANRecipe
-    return train_recipe(config, lambda num_classes, env: recipe_class(config, env))
+    return setup.train(config, lambda store, env: recipe_class(config, env))
 
 
 def run_arch(run_or_snapshot: str | os.PathLike) -> str:
@@ -256,13 +252,7 @@ def run_arch(run_or_snapshot: str | os.PathLike) -> str:
 
 def load_run_config(run_or_snapshot: str | os.PathLike) -> BaselineTrainConfig:
     """The config a baseline run was started with (for ``--resume``)."""
-    run_dir, _ = runs.resolve_resume(run_or_snapshot)
-    options = runs.read_options(run_dir)
-    options.pop("resolved", None)
-    try:
-        return BaselineTrainConfig(**options)
-    except (TypeError, ValueError) as error:
-        raise runs.ResumeError(f"{run_dir / runs.OPTIONS_NAME}: not a baseline options file ({error})") from None
+    return setup.load_run_config(run_or_snapshot, BaselineTrainConfig)
 
 
 __all__ = ["ARCHS", "PRESETS", "BaselineTrainConfig", "DCGANRecipe", "LAPGANRecipe", "preset", "apply_overrides",

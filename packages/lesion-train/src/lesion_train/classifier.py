@@ -84,12 +84,6 @@ def batch_indices(labels: np.ndarray, step: int, batch_size: int, seed: int, bal
     return out
 
 
-def to_float(images_uint8: np.ndarray, device: torch.device) -> torch.Tensor:
-    """NHWC uint8 -> NCHW float in [-1, 1] on ``device``."""
-    # np.array copies: rows may be read-only memmap views, which torch must not alias.
-    return torch.from_numpy(np.array(images_uint8)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-
 def validation_score(labels: np.ndarray, probabilities: np.ndarray, class_names) -> float:
     """The score early stopping maximises: the ISIC-2017 mean of melanoma- and SK-vs-rest AUC for
     the ISIC-2017 classes, else the macro one-vs-rest AUC over classes present in ``labels``."""
@@ -111,7 +105,7 @@ def predict(model: LesionClassifier, images: np.ndarray, device: torch.device, b
     out = []
     for lo in range(0, len(images), batch_size):
         with distributed.autocast(device, amp):
-            logits = model(to_float(images[lo : lo + batch_size], device))
+            logits = model(runs.from_uint8(images[lo : lo + batch_size], device))
         out.append(logits.float().softmax(1).cpu())
     return torch.cat(out).numpy()
 
@@ -184,7 +178,7 @@ def train_classifier(
         ddp.train()
         idx = batch_indices(train_labels, step, config.batch_size, config.seed, config.balanced_sampling)
         idx = np.sort(idx[env.rank * local : (env.rank + 1) * local])
-        images = to_float(train_images[idx], device)
+        images = runs.from_uint8(train_images[idx], device)
         labels = torch.from_numpy(train_labels[idx]).to(device)
         if config.augment:
             aug.manual_seed(config.seed * 1_000_003 + step * 8 + env.rank)

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import click
 from click.core import ParameterSource
 
+from lesion_train.setup import apply_overrides
+
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 110}
 
 
@@ -294,25 +296,6 @@ class Spec:
         return self.name.replace("-", "_")
 
 
-def replace(config, overrides: Mapping[str, object]):
-    """``config`` with fields set from ``{"field": v, "loop.field": v, ...}``, nested dataclasses rebuilt."""
-    top: dict[str, object] = {}
-    nested: dict[str, dict] = {}
-    for key, value in overrides.items():
-        head, dot, rest = key.partition(".")
-        if dot:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            top[head] = value
-    names = {field.name for field in dataclasses.fields(config)}
-    unknown = sorted((set(top) | set(nested)) - names)
-    if unknown:
-        raise ValueError(f"{type(config).__name__} has no option {', '.join(unknown)}")
-    for head, sub in nested.items():
-        top[head] = replace(getattr(config, head), sub)
-    return dataclasses.replace(config, **top)
-
-
 class Options:
     """The generated options' parsed values, handed to the command as ``options``."""
 
@@ -334,7 +317,7 @@ class Options:
     def build(self, cls: type, base=None, **fields):
         """``base`` (default ``cls(**fields)``) with the given options applied."""
         config = base if base is not None else cls(**fields)
-        return replace(config, self.overrides(cls))
+        return apply_overrides(config, self.overrides(cls))
 
 
 class ConfigOptions:
@@ -445,4 +428,4 @@ def architectures() -> dict[str, Architecture]:
 
 __all__ = ["Architecture", "CONTEXT_SETTINGS", "CommaList", "Command", "ConfigOptions", "DEPRECATED",
            "Group", "NAMES", "Name", "Options", "Spec", "architectures", "command", "dry_run_option",
-           "field_comments", "group", "print_config", "replace", "set_option"]
+           "field_comments", "group", "print_config", "set_option"]

@@ -32,17 +32,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lesion_train import baselines, gan_loop, pggan, runs
+from lesion_train import baselines, gan_loop, pggan, runs, setup
 from lesion_train.distributed import DistEnv, choose_device
-from lesion_train.evaluation import EvaluateConfig, curve_image, evaluate, load_generator
+from lesion_train.evaluation import EvaluateConfig, curve_image, evaluate, format_value, load_latent_generator
 
 ARCHS = ("pggan", *baselines.ARCHS)
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid", "pr")
@@ -101,7 +99,7 @@ def train_config(config: CompareConfig, arch: str):
     grow = int(math.log2(config.resolution) - math.log2(s.initial_resolution))
     if (s.stabilize_kimg + s.transition_kimg) * grow > config.budget_kimg:
         phase = config.budget_kimg / (2 * grow + 2 / 3)
-        train = pggan.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
+        train = setup.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
     return train
 
 
@@ -181,10 +179,7 @@ def write_figure(path: Path, panels: list[tuple[str, torch.Tensor]], ncol: int =
     for image in images:
         figure.paste(image, (left, 0))
         left += image.width + gap
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    figure.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return runs.atomic_save_image(figure, path)
 
 
 def _columns(rows: list[dict]) -> list[str]:
@@ -214,7 +209,7 @@ def _inception_note(rows: list[dict]) -> list[str]:
 def _table(rows: list[dict], columns: list[str]) -> list[str]:
     lines = ["| arch | kimg | px | train min | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 4)]
     for row in rows:
-        values = [f"{row['results'][c]:.4g}" if c in row["results"] else "n/a" for c in columns]
+        values = [format_value(row, c) if c in row["results"] else "n/a" for c in columns]
         lines.append(f"| {row['arch']} | {row['kimg']:g} | {row['resolution']} | {row['train_seconds'] / 60:.1f} | "
                      + " | ".join(values) + " |")
     return lines
@@ -231,7 +226,7 @@ def final_rows(checkpoints: list[dict]) -> list[dict]:
 
 def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
     """The table at the full budget, then every checkpoint (grouped by fraction of the budget, so
-    each block is a ranking at that point), then the notes."""
+    each block is a ranking at that point), then the notes and the reasons for ``*`` flags."""
     rows = final_rows(checkpoints)
     columns = _columns(rows + checkpoints)  # the full budget's order (an early PGGAN snapshot lacks levels)
     lines = _table(rows, columns)
@@ -240,6 +235,9 @@ def format_markdown(checkpoints: list[dict], notes: list[str] = ()) -> str:
         lines += ["", "Every checkpoint (the snapshot nearest each fraction of the budget):", ""]
         lines += _table(sorted(checkpoints, key=lambda r: (fractions.index(r["checkpoint"]), r["kimg"])), columns)
     notes = [*notes, *_inception_note(rows), *sorted({note for row in checkpoints for note in row["notes"]})]
+    notes += sorted({f"* {row['arch']} {key}: {why}" for row in checkpoints for key, why in row.get("flags", {}).items()})
+    notes += sorted({f"[lo, hi]: 95% bootstrap interval, {row['bootstrap']} resamples of both sides"
+                     for row in checkpoints if row.get("intervals")})
     return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
@@ -262,10 +260,7 @@ def write_curves(path: Path, checkpoints: list[dict]) -> Path:
     figure = Image.new("RGB", (width * min(per_row, len(panels)), height * math.ceil(len(panels) / per_row)), "white")
     for index, panel in enumerate(panels):
         figure.paste(panel, ((index % per_row) * width, (index // per_row) * height))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    figure.save(tmp)
-    os.replace(tmp, path)
-    return path
+    return runs.atomic_save_image(figure, path)
 
 
 def write_outputs(out: Path, document: dict, notes: list[str], panels: list[tuple[str, torch.Tensor]],
@@ -274,7 +269,7 @@ def write_outputs(out: Path, document: dict, notes: list[str], panels: list[tupl
     ``table.md``, ``curves.png`` and ``comparison.png`` in ``out``; returns the document with their paths."""
     document = {**document, "rows": final_rows(document["checkpoints"]), "notes": list(notes)}
     runs.atomic_write_bytes(out / "results.json", (json.dumps(runs.to_jsonable(document), indent=2) + "\n").encode())
-    runs.atomic_write_bytes(out / "table.md", format_markdown(document["checkpoints"], notes).encode())
+    runs.atomic_write_text(out / "table.md", format_markdown(document["checkpoints"], notes))
     document["curves"] = str(write_curves(out / "curves.png", document["checkpoints"]))
     document["figure"] = str(write_figure(out / "comparison.png", panels, ncol))
     document["table"] = str(out / "table.md")
@@ -289,15 +284,15 @@ def compare(config: CompareConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)
-    store = pggan.resolve_store(train_config(config, config.archs[0]), DistEnv())
-    real = torch.from_numpy(store.images(config.resolution)[:64].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    store = setup.open_data(train_config(config, config.archs[0]), DistEnv())
+    real = runs.from_uint8(store.images(config.resolution)[:64])
     panels: list[tuple[str, torch.Tensor]] = [("real", real)]
     cache = EvaluationCache(out / "evaluations.jsonl")
     rows, skipped = [], []
     for arch in config.archs:
         run = _train(config, arch)
         for fraction, snapshot, kimg in checkpoint_snapshots(run, config.budget_kimg, config.checkpoints):
-            G = load_generator(snapshot / "G_ema", device)
+            G = load_latent_generator(snapshot / "G_ema", device)
             if fraction == max(config.checkpoints) and int(G.resolution) != config.resolution:
                 raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
             if G.resolution < MIN_METRIC_RESOLUTION:
@@ -312,15 +307,19 @@ def compare(config: CompareConfig) -> dict:
                                                       metrics=pending, n=config.n, seed=config.seed,
                                                       device=config.device, progress=config.progress)):
                     cache.put(keys[record["metric"]], record)
-            results, notes, counts = {}, [], {}
+            results, notes, intervals, flags, counts, bootstrap = {}, [], {}, {}, {}, 0
             for key in keys.values():
                 record = cache.get(key)
                 results.update(record["results"])
+                intervals.update(record.get("intervals", {}))
+                flags.update(record.get("flags", {}))
                 notes += [n for n in record.get("notes", []) if n not in notes]
                 counts = {"num_real": record["num_real"], "num_fake": record["num_fake"]}
+                bootstrap = max(bootstrap, record.get("bootstrap", 0))
             rows.append({"arch": arch, "checkpoint": fraction, "run": str(run), "snapshot": str(snapshot), "kimg": kimg,
                          "resolution": int(G.resolution), "train_seconds": round(train_seconds(run, kimg), 1),
-                         **counts, "results": results, "notes": notes})
+                         **counts, "results": results, "notes": notes, "intervals": intervals, "flags": flags,
+                         "bootstrap": bootstrap})
         z, _ = gan_loop.fixed_latents(G, 64, config.seed, device)
         panels.append((arch, gan_loop.generate_grid(G, z, None).cpu()))
     document = {"config": runs.to_jsonable(config), "store": str(store.path), "checkpoints": rows}

@@ -43,7 +43,7 @@ from lesion_models import load_pretrained
 from lesion_models.classifier import LesionClassifier
 from lesion_models.unet import UNetSegmenter
 
-from lesion_train import cli, mask2image, runs
+from lesion_train import mask2image, runs, setup
 from lesion_train.augment_eval import split_indices
 from lesion_train.classifier import BEST_NAME, ClassifierTrainConfig, predict, train_classifier
 from lesion_train.compare import (
@@ -57,15 +57,15 @@ from lesion_train.compare import (
 )
 from lesion_train.distributed import DistEnv, choose_device
 from lesion_train.gan_loop import configure_threads
-from lesion_train.pggan import resolve_store
 from lesion_train.segmenter import SegmenterTrainConfig, mask_consistency, train_segmenter
 
 ARCHS = mask2image.ARCHS
 DEFAULT_METRICS = ("swd", "msssim", "fid", "kid")
-# Where the comparison's shared settings go in a mask2image training config (one place to follow
-# that config's layout).
-_TRAIN_FIELDS = {"total_kimg": "total_kimg", "tick_kimg": "tick_kimg", "snapshot_ticks": "snapshot_ticks",
-                 "seed": "seed", "device": "device", "threads": "threads", "run_root": "run_root", "name": "name"}
+# Where the comparison's shared run settings go in a mask2image training config (one place to
+# follow that config's layout).
+_TRAIN_FIELDS = {"total_kimg": "loop.total_kimg", "tick_kimg": "tick_kimg", "snapshot_ticks": "loop.snapshot_ticks",
+                 "seed": "loop.seed", "device": "loop.device", "threads": "loop.cpu_threads",
+                 "run_root": "loop.run_root", "name": "loop.name"}
 
 
 @dataclasses.dataclass
@@ -113,14 +113,14 @@ def train_config(config: TranslationCompareConfig, arch: str, train_store: str) 
     shared = {"data": train_store, "resolution": config.resolution, "batch_size": config.batch_size,
               "ngf": config.ngf, "ndf": config.ndf, "n_blocks": config.n_blocks}
     loop = {"total_kimg": config.budget_kimg, "tick_kimg": config.budget_kimg * min(config.checkpoints),
-            "snapshot_ticks": 1, "seed": config.seed, "device": config.device, "threads": config.threads or None,
+            "snapshot_ticks": 1, "seed": config.seed, "device": config.device, "threads": config.threads,
             "run_root": str(Path(config.out) / "runs"), "name": arch}
+    shared.update({_TRAIN_FIELDS[k]: v for k, v in loop.items()})
     extra = config.overrides.get(arch, {})
-    clash = sorted(set(extra) & (set(shared) | set(loop) | {"arch"}))
+    clash = sorted(set(extra) & (set(shared) | {"arch"}))
     if clash:
         raise ValueError(f"{arch}: {clash} are shared by every architecture of the comparison; use its own options")
-    fields = {**shared, **{_TRAIN_FIELDS[k]: v for k, v in loop.items()}, **extra}
-    return cli.replace(mask2image.Mask2ImageConfig(arch=arch), fields)
+    return setup.apply_overrides(mask2image.Mask2ImageConfig(arch=arch), {**shared, **extra})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class Splits:
 
 
 def make_splits(config: TranslationCompareConfig) -> Splits:
-    store = resolve_store(config, DistEnv())
+    store = setup.open_data(config, DistEnv())
     res = config.resolution
     if not store.has_masks:
         raise StoreError(f"{store.path}: has no masks; the mask-to-image comparison needs segmentation masks")
@@ -158,10 +158,6 @@ def make_splits(config: TranslationCompareConfig) -> Splits:
                         ids=[ids[i] for i in idx])
     return Splits(PreparedStore(root / "train"), PreparedStore(root / "test"), np.asarray(images[split["val"]]),
                   labels[split["val"]], list(store.class_names))
-
-
-def _as_float(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +259,7 @@ def compare_translation(config: TranslationCompareConfig) -> dict:
     res = config.resolution
     shown = min(8, len(splits.test))
     masks = torch.from_numpy(np.array(splits.test.masks(res)[:shown])).unsqueeze(1).float()
-    panels = [("mask", masks * 2 - 1), ("real", _as_float(splits.test.images(res)[:shown]))]
+    panels = [("mask", masks * 2 - 1), ("real", runs.from_uint8(splits.test.images(res)[:shown]))]
     rows = []
     for arch in config.archs:
         run = finished_run(out / "runs", arch, config.budget_kimg)

@@ -28,15 +28,17 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from lesion_data.store import PreparedStore, StoreError, prepare_store
+from lesion_data.prepare import open_or_prepare
+from lesion_data.readers import list_image_files
+from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import PretrainedLoadError, load_pretrained
 from lesion_train.distributed import choose_device
-from lesion_train.runs import JsonlLog, image_grid, list_snapshots, to_uint8
-from lesion_train.sampling import compiled_for_inference, find_generator, for_inference, pad_batch
+from lesion_train.runs import JsonlLog, atomic_write_text, find_model, image_grid, list_snapshots, to_uint8
+from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
-DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd")
+DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd", "memorization", "spectral", "per_class")
 
 
 class EvaluationError(RuntimeError):
@@ -60,6 +62,7 @@ class EvaluateConfig:
     report: str | None = None  # directory for the HTML report
     progress: bool = True
     compile: bool = False  # torch.compile Inception and the generator: pays from ~2,500 generated images
+    bootstrap: int = 200  # bootstrap resamples for the 95% intervals shown as value [lo, hi] (0: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,44 +73,22 @@ def _cache_root(config: EvaluateConfig) -> Path:
     return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
 
 
-def _tree_fingerprint(path: Path) -> str:
-    stats = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
-    return hashlib.sha1(json.dumps(stats).encode()).hexdigest()[:16]
-
-
 def open_store(path: Path, resolution: int, cache: Path, progress: bool) -> PreparedStore:
-    """A prepared store as is, else the folder prepared at ``resolution`` into ``cache`` (keyed by the
-    folder's file list, sizes and times, so a dataset is prepared once)."""
-    if not path.exists():
-        raise EvaluationError(f"{path}: does not exist")
-    if (path / "manifest.json").is_file():
-        try:
-            return PreparedStore(path)
-        except StoreError as error:
-            raise EvaluationError(str(error)) from None
-    if not path.is_dir():
-        raise EvaluationError(f"{path}: neither a prepared store nor a folder of images")
-    out = cache / "stores" / f"{_tree_fingerprint(path)}-{resolution}"
-    if out.is_dir():
-        return PreparedStore(out)
+    """``lesion_data.prepare.open_or_prepare`` with its errors as one-line EvaluationErrors."""
     try:
-        prepare_store(path, out, resolution, progress=progress)
-        return PreparedStore(out)
+        return open_or_prepare(path, resolution, cache=cache, progress=progress)
     except StoreError as error:  # includes PrepareError with one line per bad file
         problems = getattr(error, "problems", [])
         detail = f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "") if problems else ""
-        raise EvaluationError(f"{path}: {error}{detail}") from None
+        raise EvaluationError(f"{error}{detail}") from None
     except (ValueError, OSError) as error:
         raise EvaluationError(f"{path}: {error}") from None
 
 
 def store_source(store: PreparedStore, resolution: int, limit: int, name: str, batch_size: int) -> ImageSource:
-    if resolution not in store.resolutions:
-        raise EvaluationError(f"{store.path}: has no {resolution} px level (has {store.resolutions}); "
-                              f"prepare the real data at {resolution} px or more")
     images = store.images(resolution)[:limit]
     key = f"{store.manifest.get('content_hash', store.path)}:{resolution}"
-    return ImageSource.from_array(images, name, batch_size, cache_key=key)
+    return ImageSource.from_array(images, name, batch_size, cache_key=key, labels=store.labels, class_names=store.class_names)
 
 
 # Generated images up to this size are written once to a scratch array that every metric then
@@ -142,13 +123,14 @@ def generator_source(generator: torch.nn.Module, n: int, seed: int, batch_size: 
 
     fits = materialize and n * 3 * resolution**2 <= MATERIALIZE_BYTES
     images = _scratch_array((n, resolution, resolution, 3)) if fits else None
+    labels = np.arange(n) % num_classes if num_classes else None  # the classes asked for, as generate()
     if images is None:
-        return ImageSource(name, n, batches)
+        return ImageSource(name, n, batches, labels=labels)
     with tqdm(total=n, desc=f"generating {name}", unit="img", disable=not progress, leave=False) as bar:
         for start, batch in zip(range(0, n, batch_size), batches()):
             images[start:start + len(batch)] = batch.permute(0, 2, 3, 1).numpy()
             bar.update(len(batch))
-    return ImageSource.from_array(images, name, batch_size)
+    return ImageSource.from_array(images, name, batch_size, labels=labels)
 
 
 def _scratch_array(shape: tuple[int, ...]) -> np.ndarray | None:
@@ -164,7 +146,9 @@ def _scratch_array(shape: tuple[int, ...]) -> np.ndarray | None:
         return np.memmap(file, dtype=np.uint8, mode="w+", shape=shape)
 
 
-def load_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+def load_latent_generator(directory: Path, device: torch.device) -> torch.nn.Module:
+    """The model in ``directory``, in eval mode, checked to be a latent-to-image generator
+    (``z_dim`` and ``resolution``); EvaluationError otherwise."""
     try:
         model = load_pretrained(directory, device)
     except PretrainedLoadError as error:
@@ -221,7 +205,7 @@ def _targets(config: EvaluateConfig) -> tuple[str, list[tuple[str, int | None, o
             raise EvaluationError(f"{path}: run directory without complete snapshots")
         return "run", [(s.name, int(s.name), s / "G_ema") for s in snapshots]
     if (path / "config.json").is_file() or (path / "G_ema" / "config.json").is_file():  # a model or a snapshot
-        return "model", [(path.name, None, find_generator(path))]
+        return "model", [(path.name, None, find_model(path, prefer=("G_ema",)))]
     if path.is_dir():
         return "folder", [(path.name, None, path)]
     raise EvaluationError(f"{path}: not a folder, model directory or run directory")
@@ -244,6 +228,8 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             raise EvaluationError(f"unknown metric {name!r}; valid: {', '.join(list_metrics())}")
     if config.n < 1:
         raise EvaluationError(f"--n must be positive, got {config.n}")
+    if config.bootstrap < 0:
+        raise EvaluationError(f"--bootstrap must be 0 (no intervals) or more, got {config.bootstrap}")
     device = choose_device(config.device)
     cache = _cache_root(config)
     kind, targets = _targets(config)
@@ -251,6 +237,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
     domain = load_domain_extractor(config.domain_classifier, device) if config.domain_classifier else None
     records: list[dict] = []
     samples: dict[str, torch.Tensor] = {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}  # per target and space: closest real / generated pairs
     real_store = None
     for label, kimg, target in targets:
         pending = [m for m in metrics if kind != "run" or _already_done(Path(config.generated), m, label, config.n, config.seed) is None]
@@ -267,7 +254,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             resolution = config.resolution or fake_store.resolution
             fake = store_source(fake_store, resolution, config.n, "generated", config.batch_size)
         else:
-            generator = load_generator(Path(target), device)
+            generator = load_latent_generator(Path(target), device)
             resolution = config.resolution or int(generator.resolution)
             if resolution != int(generator.resolution):
                 raise EvaluationError(f"{target}: generates {generator.resolution} px, not --resolution {resolution}")
@@ -281,7 +268,7 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
         real = store_source(real_store, resolution, config.n, "real", config.batch_size)
         opts = MetricOptions(real, fake, device=str(device), seed=config.seed, inception_weights=config.inception_weights,
                              cache_dir=str(cache), domain_extractor=domain, batch_size=config.batch_size,
-                             progress=config.progress, compile=config.compile)
+                             progress=config.progress, compile=config.compile, bootstrap=config.bootstrap)
         samples.setdefault("real", next(iter(real.iterate(16))))
         samples[label] = next(iter(fake.iterate(16)))
         for metric in pending:
@@ -293,64 +280,76 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
                 record = {"metric": metric, "results": {}, "unavailable": str(error), "notes": []}
             record.update(snapshot=label, kimg=kimg, n=config.n, seed=config.seed, resolution=resolution,
                           generated=str(config.generated), real=str(config.real))
+            for space, closest in record.get("artifacts", {}).get("closest_pairs", {}).items():
+                pairs.setdefault(label, {})[space] = torch.stack([real.gather([p["real"] for p in closest]),
+                                                                   fake.gather([p["generated"] for p in closest])], 1)
             records.append(record)
             if kind == "run":
                 (Path(config.generated) / "metrics").mkdir(exist_ok=True)
                 JsonlLog(Path(config.generated) / "metrics" / f"{metric}.jsonl").append(record)
     if config.output:
-        _atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
+        atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
     if config.report:
-        write_report(Path(config.report), records, samples, kind)
+        write_report(Path(config.report), records, samples, kind, pairs)
     return records
 
 
 def _first_image_size(folder: Path) -> int:
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}:
-            try:
-                with Image.open(path) as image:
-                    return min(image.size)
-            except OSError as error:
-                raise EvaluationError(f"{path}: unreadable image ({error})") from None
+    for path in list_image_files(folder, recursive=True)[:1]:
+        try:
+            with Image.open(path) as image:
+                return min(image.size)
+        except OSError as error:
+            raise EvaluationError(f"{path}: unreadable image ({error})") from None
     raise EvaluationError(f"{folder}: no images found")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
 # Presentation
 
 
+def format_value(record: dict, key: str) -> str:
+    """``value [lo, hi]`` with the bootstrap interval when there is one, ``*`` when the figure is
+    flagged as computed from too few images to be stable."""
+    text = f"{record['results'][key]:.4f}"
+    if key in record.get("intervals", {}):
+        lo, hi = record["intervals"][key]
+        text += f" [{lo:.4f}, {hi:.4f}]"
+    return text + (" *" if key in record.get("flags", {}) else "")
+
+
 def format_table(records: list[dict]) -> str:
-    """One line per (target, result); unavailable metrics say why, notes follow the table."""
-    lines = [f"{'snapshot':<16} {'metric':<24} {'value':>12}"]
+    """One line per (target, result); unavailable metrics say why; notes and the reasons for the
+    ``*`` flags follow the table."""
+    lines = [f"{'snapshot':<16} {'metric':<24} {'value [95% interval]':>12}"]
     notes: list[str] = []
     for r in records:
         if r.get("unavailable"):
             lines.append(f"{r['snapshot']:<16} {r['metric']:<24} {'n/a':>12}  ({r['unavailable']})")
-        for key, value in r["results"].items():
-            lines.append(f"{r['snapshot']:<16} {key:<24} {value:>12.4f}" + ("  (cached)" if r.get("reused") else ""))
+        for key in r["results"]:
+            lines.append(f"{r['snapshot']:<16} {key:<24} {format_value(r, key):>12}" + ("  (cached)" if r.get("reused") else ""))
         notes += [n for n in r.get("notes", []) if n not in notes]
+        notes += [n for key, why in r.get("flags", {}).items() if (n := f"* {key}: {why}") not in notes]
+        if r.get("intervals") and (n := f"intervals: {r['bootstrap']} bootstrap resamples of both sides") not in notes:
+            notes.append(n)
     return "\n".join(lines + [f"note: {n}" for n in notes])
 
 
-CURVE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
-def curve_image(title: str, series: dict[str, list[tuple[float, float]]],
-                labels: dict[str, list[str]] | None = None) -> Image.Image:
-    """A small line chart of metric against kimg drawn with PIL: one coloured line per series (a
-    legend names them when there are several); ``labels`` are written above each series' points."""
+def curve_image(title: str, points: list[tuple[float, float]] | dict[str, list[tuple[float, float]]],
+                labels: list[str] | dict[str, list[str]] | None = None, x_unit: str = "kimg") -> Image.Image:
+    """A small line chart (a metric against kimg, or named series, each in its colour, the names
+    written as a legend) drawn with PIL; ``labels`` (a list, or one per series name) are written
+    above the points. A NaN (SWD of flat images) is left out of its line."""
     width, height, margin = 420, 260, 48
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    points = [p for values in series.values() for p in values if math.isfinite(p[1])]
-    xs, ys = [p[0] for p in points] or [0], [p[1] for p in points] or [0.0]
+    series = points if isinstance(points, dict) else {"": points}
+    texts = labels if isinstance(labels, dict) else {"": labels} if labels else {}
+    finite = [p for s in series.values() for p in s if math.isfinite(p[1])] or [(0.0, 0.0)]
+    xs, ys = [p[0] for p in finite], [p[1] for p in finite]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(ys), max(ys)
     if math.isclose(y0, y1):
@@ -364,32 +363,33 @@ def curve_image(title: str, series: dict[str, list[tuple[float, float]]],
     draw.text((margin, 12), title, fill="black")
     draw.text((4, margin - 6), f"{y1:.4g}", fill="black")
     draw.text((4, height - margin - 6), f"{y0:.4g}", fill="black")
-    draw.text((margin, height - margin + 8), f"{x0:g} kimg", fill="black")
-    draw.text((width - margin - 40, height - margin + 8), f"{x1:g} kimg", fill="black")
-    for index, (name, values) in enumerate(series.items()):
-        colour = CURVE_COLOURS[index % len(CURVE_COLOURS)]
-        texts = labels.get(name) if labels else None
-        # A NaN (SWD of flat images) is left out of the line.
-        kept = [(xy(x, y), texts[i] if texts else None) for i, (x, y) in enumerate(values) if math.isfinite(y)]
+    draw.text((margin, height - margin + 8), f"{x0:g} {x_unit}", fill="black")
+    draw.text((width - margin - 60, height - margin + 8), f"{x1:g} {x_unit}", fill="black")
+    for k, (name, values) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        names = texts.get(name)
+        kept = [(xy(x, y), names[i] if names else None) for i, (x, y) in enumerate(values) if math.isfinite(y)]
         if len(kept) > 1:
             draw.line([p for p, _ in kept], fill=colour, width=2)
-        for (px, py), text in kept:
+        for (px, py), text in (kept if len(kept) < 40 else []):  # dense curves: no markers
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
             if text:
                 draw.text((px - 12, py - 16), text, fill="#555")
-        if len(series) > 1:
-            draw.text((margin + 80 * index, height - 18), name, fill=colour)
+        draw.text((width - margin - 80, margin + 4 + 12 * k), name, fill=colour)
     return image
 
 
-def _curve_png(path: Path, title: str, points: list[tuple[int, float]], labels: list[str] | None = None) -> None:
-    """One series as ``curve_image`` draws it, saved to ``path``."""
-    curve_image(title, {title: points}, {title: labels} if labels else None).save(path)
+def _curve_png(path: Path, title: str, points: list[tuple[float, float]] | dict[str, list[tuple[float, float]]],
+               labels: list[str] | None = None, x_unit: str = "kimg") -> None:
+    """``curve_image`` saved to ``path``."""
+    curve_image(title, points, labels, x_unit).save(path)
 
 
-def write_report(directory: Path, records: list[dict], samples: dict[str, torch.Tensor], kind: str) -> Path:
-    """index.html with the metric table, real and generated grids side by side, and (run dirs)
-    every metric across snapshots as a PNG curve."""
+def write_report(directory: Path, records: list[dict], samples: dict[str, torch.Tensor], kind: str,
+                 pairs: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """index.html with the metric table (``value [lo, hi]``, ``*`` on flagged figures), real and
+    generated grids side by side, the closest real / generated pairs, the power spectra, and (run
+    dirs) every metric across snapshots as a PNG curve."""
     directory.mkdir(parents=True, exist_ok=True)
     grids = {}
     for name, images in samples.items():
@@ -398,14 +398,16 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
         grids[name] = file
     # One row per snapshot / model, one column per result: progress reads down a column.
     columns: list[str] = []
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, str]] = {}
+    flags: dict[str, str] = {}
     resolution: dict[str, int] = {}
     missing: dict[str, str] = {}
     for r in records:
         resolution[r["snapshot"]] = r.get("resolution")
         for key, value in r["results"].items():
             columns += [key] if key not in columns else []
-            table.setdefault(r["snapshot"], {})[key] = value
+            table.setdefault(r["snapshot"], {})[key] = format_value(r, key)
+        flags.update(r.get("flags", {}))
         if r.get("unavailable"):
             missing[r["metric"]] = r["unavailable"]
     curves = []
@@ -422,13 +424,29 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
                 file = f"curve_{key}.png"
                 _curve_png(directory / file, key, [p[:2] for p in points], labels)
                 curves.append(file)
+    figures = []
+    for name, spaces in (pairs or {}).items():
+        for space, images in spaces.items():
+            file = f"closest_{name}_{space}.png"
+            Image.fromarray(image_grid(images.flatten(0, 1).float() / 127.5 - 1, ncol=2)).save(directory / file)
+            figures.append((file, f"{name}, {space}: nearest real (left) to the closest generated (right)"))
+    for r in records:
+        if "spectrum" in r.get("artifacts", {}):
+            spectrum, file = r["artifacts"]["spectrum"], f"spectrum_{r['snapshot']}.png"
+            _curve_png(directory / file, f"{r['snapshot']}: power (dB) per radial frequency",
+                       {side: [(f, 10 * math.log10(max(p, 1e-30))) for f, p in zip(spectrum["frequency"], spectrum[side])]
+                        for side in ("real", "generated")}, x_unit="cycles/px")
+            figures.append((file, f"{r['snapshot']}: azimuthally averaged power spectra"))
     notes = sorted({n for r in records for n in r.get("notes", [])})
+    notes += [f"* {key}: {why}" for key, why in flags.items()]
+    bootstraps = sorted({r["bootstrap"] for r in records if r.get("intervals")})
+    notes += [f"[lo, hi]: 95% bootstrap interval, {b} resamples of both sides" for b in bootstraps]
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in columns)
 
-    def row(name: str, values: dict[str, float]) -> str:
+    def row(name: str, values: dict[str, str]) -> str:
         label = name + (f" ({resolution[name]} px)" if resolution.get(name) else "")
-        cells = "".join(f"<td>{values[c]:.4f}</td>" if c in values else "<td></td>" for c in columns)
+        cells = "".join(f"<td>{e(values[c])}</td>" if c in values else "<td></td>" for c in columns)
         return f"<tr><td>{e(label)}</td>{cells}</tr>"
 
     body = "".join(row(name, values) for name, values in table.items())
@@ -442,7 +460,8 @@ figure{{display:inline-block;margin:0 1em 1em 0}}figure img{{image-rendering:pix
 {''.join(f'<p>not computed: <b>{e(m)}</b>: {e(why)}</p>' for m, why in missing.items())}
 {''.join(f'<p>note: {e(n)}</p>' for n in notes)}
 <h2>Samples: real and generated</h2>{grid_html}
+{'<h2>Memorization and spectra</h2>' + ''.join(f"<figure><img src='{e(f)}'><figcaption>{e(c)}</figcaption></figure>" for f, c in figures) if figures else ''}
 {'<h2>Training progress</h2>' + ''.join(f"<img src='{e(c)}'>" for c in curves) if curves else ''}
 </body></html>"""
-    _atomic_write_text(directory / "index.html", page)
+    atomic_write_text(directory / "index.html", page)
     return directory / "index.html"

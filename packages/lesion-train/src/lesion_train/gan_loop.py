@@ -43,7 +43,7 @@ class LoopConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "off"  # off | bf16 | fp16
-    cpu_threads: int = 0  # 0 = auto: the idle cores of this machine shared among local ranks
+    cpu_threads: int = 0  # 0 = auto: the idle cores of the host shared among local ranks
     run_root: str = "runs"
     name: str = "gan"
     resume: str | None = None  # a run directory (its newest snapshot) or one snapshot directory
@@ -133,8 +133,8 @@ def broadcast_parameters(module: torch.nn.Module, env: DistEnv) -> None:
 
 def configure_threads(requested: int, env: DistEnv) -> int:
     """Intra-op threads on the CPU. Auto counts idle cores (load average) because oversubscribed
-    oneDNN threads spin: measured here, 2 threads on a loaded 2-core machine ran a step 10x slower
-    than 1 thread."""
+    oneDNN threads spin at every parallel region's barrier while a descheduled thread catches up: 2
+    threads on 2 busy cores ran a step 10x slower than 1 thread."""
     if env.device.type != "cpu":
         return torch.get_num_threads()
     threads = requested

@@ -17,8 +17,9 @@ to zero over the rest (pix2pixHD's niter/niter_decay; counted in images instead 
 Order of a step as pix2pixHD: D(real) once, G step (GAN + FM against the detached real features),
 then D step on the detached fake. pix2pixHD/pix2pix halve the D loss, SPADE does not.
 
-The trainer is a ``gan_loop`` recipe, so runs are driven as PGGAN's (DESIGN.md: options JSON,
-JSONL log, a grid of label map | real | synthesized every tick, atomic snapshots ``G/`` and ``D/`` +
+Per-architecture knowledge (published defaults, networks, local enhancer, SyncBatchNorm) is one
+table, ``ARCH_SPECS``. The trainer is a ``gan_loop`` recipe set up by ``lesion_train.setup``, so
+runs are driven as PGGAN's (options JSON with the shared ``loop`` options, JSONL log, a grid of label map | real | synthesized every tick, atomic snapshots ``G/`` and ``D/`` +
 ``training_state.pt``, exact ``--resume``, torchrun with one gradient all-reduce per network and
 step); each step is its own phase, so the learning rate decays step by step.
 
@@ -30,35 +31,27 @@ result per-image anyway); "ours" enables the instance feature encoder (feat_num 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from lesion_data.labelmap import boundary_map, label_map, one_hot_label_map
-from lesion_data.loader import StoreBatches
 from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
 from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 
-from lesion_train import gan_loop, runs
-from lesion_train.distributed import (
-    DistEnv,
-    autocast,
-    grad_scaler,
-    init_distributed,
-    reuse_freed_memory,
-    shutdown_distributed,
-)
+from lesion_train import gan_loop, runs, setup
+from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
 from lesion_train.gan_loop import TwoPlayerOptim
-from lesion_train.pggan import resolve_store
-
-ARCHS = ("ours", "pix2pixhd", "pix2pix", "spade")
-
 
 @dataclasses.dataclass(frozen=True)
 class ArchDefaults:
+    """An architecture's published losses and optimiser (options left unset take these)."""
+
     gan_mode: str
     lambda_feat: float
     layer_weight: float | None  # None: pix2pixHD's 4 / (n_layers + 1)
@@ -68,14 +61,51 @@ class ArchDefaults:
     lr_d: float
     betas: tuple[float, float]
     d_loss_scale: float
+    feat_num: int  # pix2pixHD's instance feature encoder channels (0 = none)
 
 
-ARCH_DEFAULTS = {
-    "ours": ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
-    "pix2pixhd": ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
-    "pix2pix": ArchDefaults("vanilla", 0.0, None, "sum", 100.0, 2e-4, 2e-4, (0.5, 0.999), 0.5),
-    "spade": ArchDefaults("hinge", 10.0, 1.0, "mean", 0.0, 1e-4, 4e-4, (0.0, 0.9), 1.0),
+def _pix2pixhd_networks(config: Mask2ImageConfig, label_nc: int, fusion: bool):
+    G = Pix2PixHDGenerator(Pix2PixHDConfig(
+        label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=fusion,
+        n_local_enhancers=config.n_local_enhancers, feat_num=config.resolved("feat_num")))
+    d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
+                                   num_D=config.num_d or (3 if config.resolution >= 1024 else 2))
+    return G, d_config
+
+
+def _pix2pix_networks(config: Mask2ImageConfig, label_nc: int):
+    G = UNetGenerator(UNetGeneratorConfig(label_nc=label_nc, ngf=config.ngf, num_downs=int(math.log2(config.resolution))))
+    return G, patchgan70_config(label_nc + 1 + 3, ndf=config.ndf)
+
+
+def _spade_networks(config: Mask2ImageConfig, label_nc: int):
+    d_config = spade_discriminator_config(label_nc + 1 + 3, ndf=config.ndf)
+    d_config.num_D = config.num_d or d_config.num_D
+    return SPADEGenerator(SPADEGeneratorConfig(label_nc=label_nc, nf=config.ngf)), d_config
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """Everything the trainer knows about one ``--arch``."""
+
+    defaults: ArchDefaults
+    # (config, label channels) -> (generator, discriminator config)
+    networks: Callable[[Mask2ImageConfig, int], tuple[torch.nn.Module, DiscriminatorConfig]]
+    local_enhancer: bool = False  # pix2pixHD's local enhancer and its two-stage training exist
+    sync_batchnorm: bool = False  # batch norms become SyncBatchNorm under torchrun
+
+
+ARCH_SPECS = {
+    "ours": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=3),
+                     functools.partial(_pix2pixhd_networks, fusion=True), local_enhancer=True),
+    "pix2pixhd": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0),
+                          functools.partial(_pix2pixhd_networks, fusion=False), local_enhancer=True),
+    "pix2pix": ArchSpec(ArchDefaults("vanilla", 0.0, None, "sum", 100.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0),
+                        _pix2pix_networks),
+    "spade": ArchSpec(ArchDefaults("hinge", 10.0, 1.0, "mean", 0.0, 1e-4, 4e-4, (0.0, 0.9), 1.0, feat_num=0),
+                      _spade_networks, sync_batchnorm=True),
 }
+ARCHS = tuple(ARCH_SPECS)
 
 
 @dataclasses.dataclass
@@ -85,7 +115,6 @@ class Mask2ImageConfig:
     phantom_count: int = 2000
     resolution: int = 256
     batch_size: int = 8  # global, over all ranks
-    total_kimg: float = 200.0
     decay_start: float = 0.5  # fraction of training after which the lr decays linearly to 0
     augment: bool = True  # dihedral flips/rotations of image and mask together
     # Networks (faithful defaults; None = per-arch default).
@@ -94,11 +123,11 @@ class Mask2ImageConfig:
     n_blocks: int = 9
     n_layers_d: int = 3
     num_d: int | None = None  # 2, or 3 at 1024 px
-    feat_num: int | None = None  # ours: 3, others: 0
+    feat_num: int | None = None  # ours: 3, others: 0 (ARCH_SPECS)
     n_local_enhancers: int = 0
     init_global: str | None = None  # a trained global Pix2PixHDGenerator dir for the local enhancer
     fix_global_kimg: float = 0.0  # train only the local enhancer this long first (pix2pixHD niter_fix_global)
-    # Losses / optimisation (None = per-arch default from ARCH_DEFAULTS).
+    # Losses / optimisation (None = per-arch default from ARCH_SPECS).
     gan_mode: str | None = None
     lambda_feat: float | None = None
     lambda_l1: float | None = None
@@ -106,31 +135,45 @@ class Mask2ImageConfig:
     lambda_vgg: float = 10.0
     lr_g: float | None = None
     lr_d: float | None = None
-    # Run.
     tick_kimg: float = 4.0
-    snapshot_ticks: int = 5
-    grid_size: int = 8  # label maps shown in each grid (each as label | real | fake)
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "off"
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    compile: bool = False  # torch.compile G and D (inductor), for CUDA; on this CPU it made the step 2x slower
-    run_root: str = "runs"
-    name: str | None = None
-    resume: str | None = None
+    compile: bool = False  # torch.compile G and D (inductor), for CUDA; on a CPU it makes the step 2x slower
+    # Each step is its own phase (minibatch_repeats 1), so the learning rate decays step by step;
+    # an empty name becomes mask2image-<arch>; grids show ``grid_size`` label maps.
+    loop: gan_loop.LoopConfig = dataclasses.field(default_factory=lambda: gan_loop.LoopConfig(
+        name="", total_kimg=200.0, minibatch_repeats=1, snapshot_ticks=5, grid_size=8))
 
     def __post_init__(self):
+        if isinstance(self.loop, dict):
+            self.loop = gan_loop.LoopConfig(**self.loop)
         if self.arch not in ARCHS:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
         if self.resolution < 32 or self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution {self.resolution} must be a power of two >= 32")
-        if self.n_local_enhancers and self.arch not in ("ours", "pix2pixhd"):
-            raise ValueError("the local enhancer exists for --arch ours|pix2pixhd only")
+        if self.n_local_enhancers and not ARCH_SPECS[self.arch].local_enhancer:
+            with_enhancer = "|".join(name for name, spec in ARCH_SPECS.items() if spec.local_enhancer)
+            raise ValueError(f"the local enhancer exists for --arch {with_enhancer} only")
 
     def resolved(self, name: str):
         """Option ``name``, or the arch's published default when unset."""
         value = getattr(self, name, None)
-        return getattr(ARCH_DEFAULTS[self.arch], name) if value is None else value
+        return getattr(ARCH_SPECS[self.arch].defaults, name) if value is None else value
+
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """Options of a run from before the nested ``loop``: its run fields move into ``loop``."""
+        if "loop" in options:
+            return options
+        options = dict(options)
+        loop = {new: options.pop(old) for old, new in _FLAT_LOOP_FIELDS.items() if old in options}
+        loop["cpu_threads"] = loop.get("cpu_threads") or 0  # None was torch's default; 0 = idle cores
+        loop["name"] = loop.get("name") or ""
+        return {**options, "loop": {"minibatch_repeats": 1, **loop}}
+
+
+# The flat run fields of older Mask2ImageConfig options -> their LoopConfig names.
+_FLAT_LOOP_FIELDS = {"total_kimg": "total_kimg", "snapshot_ticks": "snapshot_ticks", "grid_size": "grid_size",
+                     "seed": "seed", "device": "device", "amp": "amp", "threads": "cpu_threads",
+                     "run_root": "run_root", "name": "name", "resume": "resume"}
 
 
 def demo_overrides() -> dict:
@@ -138,8 +181,8 @@ def demo_overrides() -> dict:
 
     One CPU thread: these small convolutions gain little from intra-op threads, and on a shared,
     oversubscribed CPU two spinning threads ran 30x slower than one in our measurement."""
-    return dict(resolution=64, phantom_count=1000, batch_size=4, total_kimg=0.8, ngf=16, ndf=16, n_blocks=3,
-                tick_kimg=0.2, snapshot_ticks=2, threads=1)
+    return {"resolution": 64, "phantom_count": 1000, "batch_size": 4, "ngf": 16, "ndf": 16, "n_blocks": 3,
+            "tick_kimg": 0.2, "loop.total_kimg": 0.8, "loop.snapshot_ticks": 2, "loop.cpu_threads": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,22 +190,7 @@ def demo_overrides() -> dict:
 
 
 def build_networks(config: Mask2ImageConfig, num_classes: int) -> tuple[torch.nn.Module, MultiscaleDiscriminator]:
-    label_nc = 1 + num_classes
-    res, arch = config.resolution, config.arch
-    if arch in ("ours", "pix2pixhd"):
-        feat_num = config.feat_num if config.feat_num is not None else (3 if arch == "ours" else 0)
-        G = Pix2PixHDGenerator(Pix2PixHDConfig(
-            label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=arch == "ours",
-            n_local_enhancers=config.n_local_enhancers, feat_num=feat_num))
-        d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
-                                       num_D=config.num_d or (3 if res >= 1024 else 2))
-    elif arch == "pix2pix":
-        G = UNetGenerator(UNetGeneratorConfig(label_nc=label_nc, ngf=config.ngf, num_downs=int(math.log2(res))))
-        d_config = patchgan70_config(label_nc + 1 + 3, ndf=config.ndf)
-    else:
-        G = SPADEGenerator(SPADEGeneratorConfig(label_nc=label_nc, nf=config.ngf))
-        d_config = spade_discriminator_config(label_nc + 1 + 3, ndf=config.ndf)
-        d_config.num_D = config.num_d or d_config.num_D
+    G, d_config = ARCH_SPECS[config.arch].networks(config, 1 + num_classes)
     return G, MultiscaleDiscriminator(d_config)
 
 
@@ -208,10 +236,11 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.config, self.num_classes, self.env = config, num_classes, env
         if env.device.type == "cpu":
             reuse_freed_memory()
-        self.arch = ARCH_DEFAULTS[config.arch]
+        spec = ARCH_SPECS[config.arch]
+        self.arch = spec.defaults
         self.G, self.D = build_networks(config, num_classes)
-        if env.distributed and config.arch == "spade":
-            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)  # SPADE uses SyncBatchNorm
+        if env.distributed and spec.sync_batchnorm:
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
         self.G.to(env.device), self.D.to(env.device)
         if config.init_global:
             self._load_global(Path(config.init_global))
@@ -221,7 +250,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         adam = dict(betas=self.arch.betas, fused=env.device.type in ("cpu", "cuda"))
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.resolved("lr_g"), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.resolved("lr_d"), **adam)
-        self.scaler_g, self.scaler_d = grad_scaler(env.device, config.amp), grad_scaler(env.device, config.amp)
+        self.scaler_g, self.scaler_d = grad_scaler(env.device, config.loop.amp), grad_scaler(env.device, config.loop.amp)
         self.gan_mode = config.resolved("gan_mode")
         self.lambda_feat, self.lambda_l1 = config.resolved("lambda_feat"), config.resolved("lambda_l1")
         self.vgg = losses.VGGPerceptualLoss(config.vgg_weights).to(env.device) if config.vgg_weights else None
@@ -229,6 +258,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         # The step calls the networks through these; ``models`` keeps the plain modules for snapshots.
         self.G_train, self.D_train = (torch.compile(m) if config.compile else m for m in (self.G, self.D))
         self.train_global, self.last_batch = True, None
+        self.grid_batch: dict[str, torch.Tensor] | None = None  # set by train_mask2image from the store
 
     def _load_global(self, directory: Path) -> None:
         """pix2pixHD's second stage: start the global part from a trained global generator."""
@@ -247,7 +277,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
 
     def phase(self, nimg: int) -> gan_loop.Phase:
         c = self.config
-        factor = lr_factor(nimg, int(c.total_kimg * 1000), c.decay_start)
+        factor = lr_factor(nimg, int(c.loop.total_kimg * 1000), c.decay_start)
         train_global = nimg >= c.fix_global_kimg * 1000 or not c.n_local_enhancers
         return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size, tick_kimg=c.tick_kimg,
                               lr_g=c.resolved("lr_g") * factor, lr_d=c.resolved("lr_d") * factor, key=(train_global,))
@@ -262,10 +292,21 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.last_batch = batch
         return self.step(batch, train_global=self.train_global)
 
+    def render_grid(self, path: Path) -> Path:
+        """label map | real | synthesized for the fixed ``grid_batch``."""
+        batch = self.last_batch
+        if getattr(self.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
+            self.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], self.num_classes))
+        return draw_grid(self.G, self.grid_batch, self.num_classes, path, self.config.loop.seed)
+
+    def resolved_options(self) -> dict:
+        return {**{f.name: getattr(self.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
+                "vgg_loss": "on" if self.config.vgg_weights else "off (no --vgg-weights file given)"}
+
     def step(self, batch: dict[str, torch.Tensor], train_global: bool = True) -> dict[str, torch.Tensor]:
         reals = batch["images"]
         x = label_input(batch["masks"], batch["labels"], self.num_classes)
-        with autocast(self.env.device, self.config.amp):
+        with autocast(self.env.device, self.config.loop.amp):
             fake = self.G_train(x, image=reals)
             pred_real = self.D_train(torch.cat([x, reals], 1))
             self.D.requires_grad_(False)
@@ -286,7 +327,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self._step(loss_g, self.opt_g, self.scaler_g, self.G)
         if not train_global:
             self.G.global_net.requires_grad_(True)
-        with autocast(self.env.device, self.config.amp):
+        with autocast(self.env.device, self.config.loop.amp):
             pred_fake_d = self.D_train(torch.cat([x, fake.detach()], 1))
             d_real = losses.gan_loss(pred_real, True, self.gan_mode, scales=self.arch.scales)
             d_fake = losses.gan_loss(pred_fake_d, False, self.gan_mode, scales=self.arch.scales)
@@ -297,17 +338,17 @@ class Mask2ImageTrainer(TwoPlayerOptim):
 
 
 def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch.Tensor]:
-    """The first ``grid_size`` images of the store (unaugmented): the same in every tick and resume."""
-    n = min(config.grid_size, len(store))
+    """The first ``loop.grid_size`` images of the store (unaugmented): the same in every tick and resume."""
+    n = min(config.loop.grid_size, len(store))
     res = config.resolution
-    images = torch.from_numpy(store.images(res)[:n].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = runs.from_uint8(store.images(res)[:n])
     masks = torch.from_numpy(store.masks(res)[:n].copy()).unsqueeze(1).float()
     labels = torch.from_numpy(store.labels[:n].copy())
     return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}
 
 
 @torch.no_grad()
-def render_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
+def draw_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
     was_training = G.training
     G.eval()
     x = label_input(batch["masks"], batch["labels"], num_classes)
@@ -319,55 +360,26 @@ def render_grid(G, batch, num_classes: int, path: Path, seed: int) -> Path:
 
 def train_mask2image(config: Mask2ImageConfig) -> gan_loop.RunResult:
     """Build everything from ``config`` and train through ``gan_loop`` (single process or torchrun)."""
-    env = init_distributed(config.device)
-    try:
-        if config.threads and env.device.type == "cpu":
-            torch.set_num_threads(config.threads)
-        torch.manual_seed(config.seed * 1000 + env.rank)
-        store = resolve_store(config, env)
+    if not config.loop.name:
+        config = setup.apply_overrides(config, {"loop.name": f"mask2image-{config.arch}"})
+
+    def build(store, env: DistEnv) -> Mask2ImageTrainer:
         if not store.has_masks:
             raise ValueError(f"{store.path}: has no masks; mask-to-image training needs segmentation masks")
         if (store.labels < 0).any():
             raise ValueError(f"{store.path}: {(store.labels < 0).sum()} images have no diagnosis; "
                              "label maps need one for every image")
-        num_classes = len(store.class_names)
-        trainer = Mask2ImageTrainer(config, num_classes, env)
-        loop = gan_loop.LoopConfig(total_kimg=config.total_kimg, minibatch_repeats=1, snapshot_ticks=config.snapshot_ticks,
-                                   grid_size=config.grid_size, seed=config.seed, device=config.device, amp=config.amp,
-                                   run_root=config.run_root, name=config.name or f"mask2image-{config.arch}",
-                                   resume=config.resume)
-
-        def batches(resolution: int, per_rank: int, seed: int) -> StoreBatches:
-            return StoreBatches(store, resolution, per_rank, seed=seed, rank=env.rank, world_size=env.world_size,
-                                augment=config.augment, with_masks=True, device=env.device)
-
-        grid_batch = fixed_grid_batch(store, config, env.device)
-
-        def render(path: Path) -> Path:
-            batch = trainer.last_batch
-            if getattr(trainer.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
-                trainer.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], num_classes))
-            return render_grid(trainer.G, grid_batch, num_classes, path, config.seed)
-
-        options = runs.to_jsonable(config)
-        options["resolved"] = {
-            "store": str(store.path), "class_names": list(store.class_names), "num_classes": num_classes,
-            "world_size": env.world_size, "device": str(env.device),
-            **{f.name: getattr(trainer.arch, f.name) for f in dataclasses.fields(ArchDefaults)},
-            "vgg_loss": "on" if config.vgg_weights else "off (no --vgg-weights file given)",
-        }
+        trainer = Mask2ImageTrainer(config, len(store.class_names), env)
+        trainer.grid_batch = fixed_grid_batch(store, config, env.device)
         if env.is_main and not config.vgg_weights:
             print("mask2image: VGG19 perceptual loss is off (give --vgg-weights FILE to enable it)", file=sys.stderr)
-        return gan_loop.train(trainer, loop, options, batches, env, render_grid=render)
-    finally:
-        shutdown_distributed()
+        return trainer
+
+    return setup.train(config, build, with_masks=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Synthesis from mask files.
-
-MASK_SUFFIXES = (".png", ".bmp", ".gif", ".jpg", ".jpeg", ".tif", ".tiff")
-
 
 class SynthesisError(ValueError):
     """Bad synthesis input (model directory, masks, classes); the message names the file."""
@@ -383,50 +395,34 @@ class LoadedGenerator:
 
 def load_generator(model: str | Path, resolution: int | None = None, device="cpu") -> LoadedGenerator:
     """A run directory (newest snapshot), a snapshot directory, or a generator directory."""
-    from lesion_data import CLASS_NAMES
     from lesion_models import load_pretrained
 
-    path = Path(model)
-    if (path / "config.json").is_file():
-        g_dir, run_dir = path, path.parent.parent.parent
-    else:
-        try:
-            run_dir, snapshot = runs.resolve_resume(path)
-        except runs.ResumeError as error:
-            raise SynthesisError(str(error)) from None
-        g_dir = snapshot / "G"
-    options = {}
-    if (run_dir / runs.OPTIONS_NAME).is_file():
-        options = runs.read_options(run_dir)
+    try:
+        g_dir = runs.find_model(model, prefer=("G",))
+    except runs.ResumeError as error:
+        raise SynthesisError(str(error)) from None
     G = load_pretrained(g_dir, device)
-    resolution = resolution or options.get("resolution")
+    resolution = resolution or runs.run_options_of(g_dir).get("resolution")
     if not resolution:
         raise SynthesisError(f"{g_dir}: not inside a run directory; give --resolution")
-    class_names = list(options.get("resolved", {}).get("class_names", CLASS_NAMES))
+    class_names = runs.class_names(g_dir)
     if G.config.label_nc != 1 + len(class_names):
         raise SynthesisError(f"{g_dir}: expects {G.config.label_nc - 1} classes, options name {class_names}")
     return LoadedGenerator(G, int(resolution), class_names, g_dir)
 
 
 def read_masks(folder: str | Path, resolution: int) -> tuple[list[str], torch.Tensor]:
-    """Every mask image in ``folder`` (sorted), resized (nearest) to ``resolution``: names, (N, 1, R, R) {0, 1}."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """Every mask image in ``folder`` (sorted, checked by ``lesion_data.preprocess.read_mask_folder``;
+    warnings go to stderr), resized (nearest) to ``resolution``: names, (N, 1, R, R) {0, 1}."""
+    from lesion_data.preprocess import BadInput, read_mask_folder
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SynthesisError(f"{folder}: masks folder not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MASK_SUFFIXES)
-    if not files:
-        raise SynthesisError(f"{folder}: no mask images ({', '.join(MASK_SUFFIXES)})")
-    arrays = []
-    for path in files:
-        try:
-            with Image.open(path) as im:
-                arrays.append(np.asarray(im.convert("L").resize((resolution, resolution), Image.NEAREST)) > 127)
-        except (OSError, UnidentifiedImageError) as error:
-            raise SynthesisError(f"{path}: unreadable mask ({error})") from None
-    return [p.stem for p in files], torch.from_numpy(np.stack(arrays)).unsqueeze(1).float()
+    try:
+        names, masks, notes = read_mask_folder(folder, resolution)
+    except BadInput as error:
+        raise SynthesisError(str(error)) from None
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return names, torch.from_numpy(masks).unsqueeze(1).float()
 
 
 def _mask_id(stem: str) -> str:
@@ -515,19 +511,15 @@ def synthesize(model: str | Path, masks_dir: str | Path, out: str | Path, class_
     for k, variation in enumerate(fakes):
         for name, label, array in zip(names, labels, runs.to_uint8(variation).permute(0, 2, 3, 1).numpy()):
             label = class_names[int(label)]
-            file = out / "images" / f"{name}__{label}__v{k}.png"
-            tmp = file.with_name(f".{file.name}.tmp.png")
-            Image.fromarray(array).save(tmp)
-            tmp.replace(file)
+            file = runs.atomic_save_image(array, out / "images" / f"{name}__{label}__v{k}.png")
             files.append(file)
             rows.append({"image": f"images/{file.name}", "mask": f"masks/{name}.png", "class": label, "variation": k})
     for name, m in zip(names, masks):
         Image.fromarray((m[0].numpy() * 255).astype("uint8")).save(out / "masks" / f"{name}.png")
-    with open(out / ".synthesized.csv.tmp", "w", newline="") as handle:
+    with runs.atomic_path(out / "synthesized.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "mask", "class", "variation"])
         writer.writeheader()
         writer.writerows(rows)
-    (out / ".synthesized.csv.tmp").replace(out / "synthesized.csv")
     return SynthesisResult(out, fakes.flatten(0, 1), masks.repeat(variations, 1, 1, 1), labels.repeat(variations),
                            files, class_names)
 
@@ -572,6 +564,6 @@ def class_fidelity(classifier, images: torch.Tensor, labels: torch.Tensor, class
     return {"accuracy": float(hits.float().mean()), "per_class": per_class, "count": len(labels)}
 
 
-__all__ = ["ARCHS", "ARCH_DEFAULTS", "Mask2ImageConfig", "Mask2ImageTrainer", "SynthesisError",
+__all__ = ["ARCHS", "ARCH_SPECS", "ArchSpec", "ArchDefaults", "Mask2ImageConfig", "Mask2ImageTrainer", "SynthesisError",
            "SynthesisResult", "build_networks", "demo_overrides", "generate", "label_input", "load_generator", "lr_factor",
            "read_masks", "classes_from_csv", "synthesize", "train_mask2image", "class_fidelity"]

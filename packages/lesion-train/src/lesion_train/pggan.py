@@ -23,29 +23,18 @@ rotations (dermoscopy has no canonical orientation; the official default is no m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lesion_data.loader import StoreBatches
-from lesion_data.phantom import default_cache_root, phantom_store
-from lesion_data.store import PreparedStore, StoreError, prepare_store
+from lesion_data.store import StoreError
 from lesion_metrics.losses import adversarial
 from lesion_models.pggan import PGGANConfig, PGGANDiscriminator, PGGANGenerator
 
-from lesion_train import gan_loop, runs
-from lesion_train.distributed import (
-    DistEnv,
-    autocast,
-    barrier,
-    grad_scaler,
-    init_distributed,
-    reuse_freed_memory,
-    shutdown_distributed,
-)
+from lesion_train import gan_loop, setup
+from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
+from lesion_train.setup import apply_overrides
 
 PRESETS = ("cpu", "gpu")
 LOSSES = ("wgangp", "logistic")
@@ -135,10 +124,11 @@ class PGGANTrainConfig:
     g_ema_beta: float = 0.999  # generator EMA per step
     g_ema_rampup: bool = False  # beta_t = min(beta, (1 + t) / (10 + t)), as TF's ExponentialMovingAverage
     # Pays on CUDA and, on the CPU, for the `cpu` preset (32 px step 556 -> 500 ms) and the official
-    # widths at 128 px (5%); with the official widths at 8 px NCHW is 1.27x faster (same process).
+    # widths at 128 px (5%); below 128 px the official widths' faster layout depends on the CPU's
+    # oneDNN kernels (NCHW up to 1.27x faster at 8 px on some AVX-512 CPUs).
     channels_last: bool = True
     fused_adam: bool = True  # one fused kernel per optimizer step instead of ~10 passes over the weights
-    # torch.compile (inductor) for G. Off by default: on this CPU it paid only at 8 px (1.13-1.26x), and
+    # torch.compile (inductor) for G. Off by default: on a CPU it pays only at 8 px (1.25x per step), and
     # short runs spend more time compiling than they save (docs/pggan.md).
     # D stays eager: its gradient penalty (and R1) needs double backward, which compiled graphs lack.
     compile: bool = False
@@ -161,10 +151,6 @@ class PGGANTrainConfig:
             fmap_max=self.fmap_max, z_dim=self.z_dim, mbstd_group_size=self.mbstd_group_size,
             fused_scale=self.fused_scale,
         )
-
-    @classmethod
-    def from_json(cls, data: dict) -> PGGANTrainConfig:
-        return cls(**data)
 
 
 def preset(name: str = "cpu", **overrides) -> PGGANTrainConfig:
@@ -200,24 +186,6 @@ def preset(name: str = "cpu", **overrides) -> PGGANTrainConfig:
     else:
         raise ValueError(f"preset {name!r} is not one of {PRESETS}")
     return apply_overrides(config, overrides)
-
-
-def apply_overrides(config: PGGANTrainConfig, overrides: dict) -> PGGANTrainConfig:
-    """Set top-level fields, ``loop.<field>`` or ``schedule.<field>`` from a flat mapping."""
-    loop, schedule, top = {}, {}, {}
-    for key, value in overrides.items():
-        if key.startswith("loop."):
-            loop[key[5:]] = value
-        elif key.startswith("schedule."):
-            schedule[key[9:]] = value
-        else:
-            top[key] = value
-    return dataclasses.replace(
-        config,
-        **top,
-        loop=dataclasses.replace(config.loop, **loop),
-        schedule=dataclasses.replace(config.schedule, **schedule),
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,83 +314,22 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and the entry point.
-
-
-def resolve_store(config: PGGANTrainConfig, env: DistEnv) -> PreparedStore:
-    """The prepared store to train on: phantoms by default, a prepared store as given, or a raw
-    dataset folder prepared once into the cache (the loop never decodes JPEGs)."""
-    if config.data is None:
-        path = phantom_store(resolution=config.resolution, n=config.phantom_count, seed=0)
-    else:
-        path = Path(config.data)
-        try:
-            PreparedStore(path)
-        except StoreError:
-            if not path.is_dir():
-                raise StoreError(f"{path}: neither a prepared store nor a dataset folder") from None
-            path = _prepare_raw(path, config.resolution, env)
-    store = PreparedStore(path)
-    if config.resolution not in store.resolutions:
-        raise StoreError(f"{store.path}: has levels {store.resolutions}, not the {config.resolution} px asked for")
-    return store
-
-
-def _prepare_raw(source: Path, resolution: int, env: DistEnv) -> Path:
-    digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:10]
-    out = default_cache_root() / f"prepared-{source.resolve().name}-{digest}-r{resolution}"
-    if env.is_main:
-        try:
-            PreparedStore(out)
-        except StoreError:
-            prepare_store(source, out, resolution=resolution)
-    barrier()
-    return out
+# The entry point.
 
 
 def train_pggan(config: PGGANTrainConfig) -> gan_loop.RunResult:
     """Build everything from ``config`` and run the progressive loop (single process or torchrun)."""
-    return train_recipe(config, lambda num_classes, env: PGGANRecipe(config, num_classes, env))
 
+    def build(store, env: DistEnv) -> PGGANRecipe:
+        return PGGANRecipe(config, len(store.class_names) if config.conditional else 0, env)
 
-def train_recipe(config, build_recipe) -> gan_loop.RunResult:
-    """The store, data, grids and driver around ``build_recipe(num_classes, env)``; ``config`` has
-    the fields this uses (data, resolution, phantom_count, conditional, augment, loop), so the
-    DCGAN/LAPGAN baselines (lesion_train.baselines) share it."""
-    env = init_distributed(config.loop.device)
-    try:
-        gan_loop.configure_threads(config.loop.cpu_threads, env)
-        torch.manual_seed(config.loop.seed * 1000 + env.rank)
-        store = resolve_store(config, env)
-        num_classes = len(store.class_names) if config.conditional else 0
-        recipe = build_recipe(num_classes, env)
-
-        def batches(resolution: int, per_rank: int, seed: int):
-            return StoreBatches(store, resolution, per_rank, seed=seed, rank=env.rank, world_size=env.world_size,
-                                augment=config.augment, device=env.device)
-
-        def reals_grid() -> torch.Tensor:
-            images = torch.from_numpy(store.images(config.resolution)[: config.loop.grid_size].copy())
-            return images.permute(0, 3, 1, 2).float() / 127.5 - 1
-
-        options = runs.to_jsonable(config)
-        options["resolved"] = {"store": str(store.path), "num_classes": num_classes, "world_size": env.world_size,
-                               "device": str(env.device), "class_names": list(store.class_names)}
-        return gan_loop.train(recipe, config.loop, options, batches, env, reals_grid)
-    finally:
-        shutdown_distributed()
+    return setup.train(config, build)
 
 
 def load_run_config(run_or_snapshot: str | os.PathLike) -> PGGANTrainConfig:
-    """The config a run was started with (for ``--resume``)."""
-    run_dir, _ = runs.resolve_resume(run_or_snapshot)
-    options = runs.read_options(run_dir)
-    options.pop("resolved", None)
-    try:
-        return PGGANTrainConfig.from_json(options)
-    except (TypeError, ValueError) as error:
-        raise runs.ResumeError(f"{run_dir / runs.OPTIONS_NAME}: not a pggan_train options file ({error})") from None
+    """The config a PGGAN run was started with (for ``--resume``)."""
+    return setup.load_run_config(run_or_snapshot, PGGANTrainConfig)
 
 
-__all__ = ["PGGANSchedule", "PGGANTrainConfig", "PGGANRecipe", "preset", "apply_overrides", "train_pggan", "train_recipe",
-           "load_run_config", "blend_reals", "resolve_store", "PRESETS", "LOSSES"]
+__all__ = ["PGGANSchedule", "PGGANTrainConfig", "PGGANRecipe", "preset", "apply_overrides", "train_pggan",
+           "load_run_config", "blend_reals", "PRESETS", "LOSSES"]

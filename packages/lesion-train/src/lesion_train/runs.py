@@ -1,4 +1,4 @@
-"""Run directories shared by every trainer (layout in DESIGN.md).
+"""Run directories shared by every trainer.
 
     runs/<YYYYmmdd-HHMMSS>-<name>/
       training_options.json     every resolved option, written first
@@ -6,12 +6,14 @@
       grids/fakes_<kimg:06d>.png
       snapshots/<kimg:06d>/     <model>/ (config.json + model.safetensors) + training_state.pt
 
-Everything is written to a temporary name and renamed, so a run killed at any moment leaves only
-complete snapshots behind, and ``latest_snapshot`` never sees a half-written one.
+Everything is written to a temporary name and renamed (:func:`atomic_path`, the one scheme every
+writer of lesion-train uses), so a run killed at any moment leaves only complete files and
+snapshots behind, and ``latest_snapshot`` never sees a half-written one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -20,12 +22,12 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
-from lesion_models.hub import replace_directory
+from lesion_models.hub import replace_directory, torch_load_problem
 from PIL import Image
 
 OPTIONS_NAME = "training_options.json"
@@ -58,13 +60,47 @@ def create_run_dir(root: str | os.PathLike, name: str) -> Path:
     raise RuntimeError(f"{root}: could not create a fresh run directory")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------------------
+# Atomic writes: every file the package writes appears complete or not at all.
+
+
+def temporary_name(path: Path) -> Path:
+    """``.<name>.tmp-<pid><suffix>`` beside ``path``: hidden from listings, one per writing process,
+    and ending in the file's own suffix (image writers pick the format from it)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; when the block ends without an error the file is
+    flushed to disk and renamed onto ``path``, otherwise it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save_image(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
+    """A PIL image or a uint8 array (H x W or H x W x 3), in the format of ``path``'s suffix."""
+    with atomic_path(path) as tmp:
+        (image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))).save(tmp)
+    return Path(path)
 
 
 def to_jsonable(options) -> dict:
@@ -156,7 +192,7 @@ def save_snapshot(run_dir: Path, kimg: float, models: Mapping[str, object], stat
     """
     final = snapshot_dir(run_dir, kimg)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -190,7 +226,7 @@ def load_training_state(snapshot: Path, device: str | torch.device = "cpu") -> d
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises several types for truncated/corrupt pickles
-        raise ResumeError(f"{path}: unreadable or truncated ({type(error).__name__}: {error})") from None
+        raise ResumeError(f"{path}: {torch_load_problem(error)}") from None
 
 
 def resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
@@ -209,12 +245,51 @@ def resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Models inside run directories.
+
+
+def find_model(path: str | os.PathLike, prefer: tuple[str, ...] = ("G_ema", "G")) -> Path:
+    """A model directory (``config.json``) as given; else the first of ``prefer`` in a snapshot, or
+    in a run's newest snapshot."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    is_snapshot = (path / STATE_NAME).is_file() or any((path / name / "config.json").is_file() for name in prefer)
+    snapshot = path if is_snapshot else latest_snapshot(path) if path.is_dir() else None
+    for name in prefer if snapshot is not None else ():
+        if (snapshot / name / "config.json").is_file():
+            return snapshot / name
+    raise ResumeError(f"{path}: not a model directory, snapshot or run with snapshots (with {' or '.join(prefer)})")
+
+
+def run_options_of(model_dir: str | os.PathLike) -> dict:
+    """The ``training_options.json`` of the run a model directory lies in ({} outside a run)."""
+    for parent in Path(model_dir).resolve().parents:
+        if (parent / OPTIONS_NAME).is_file():
+            return read_options(parent)
+    return {}
+
+
+def class_names(model_dir: str | os.PathLike) -> list[str]:
+    """The class names recorded by the run that trained the model, else the ISIC-2017 names."""
+    from lesion_data import CLASS_NAMES
+
+    return list(run_options_of(model_dir).get("resolved", {}).get("class_names") or CLASS_NAMES)
+
+
+# ---------------------------------------------------------------------------------------------
 # Image grids.
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) float in [-1, 1] -> uint8 (N, C, H, W), rounding like PIL."""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def from_uint8(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float in [-1, 1] on ``device``, the inverse of :func:`to_uint8`."""
+    # np.array copies: rows may be read-only memmap views, which torch must not alias.
+    return torch.from_numpy(np.array(images)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
@@ -234,9 +309,4 @@ def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> n
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, ncol: int | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(image_grid(images, ncol)).save(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_image(image_grid(images, ncol), path)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lesion_train import monitor, runs
 from lesion_train.distributed import DistEnv, choose_device, peak_memory_mb
-from lesion_train.pggan import resolve_store
+from lesion_train.setup import open_data
 
 
 TICKS = 20  # log lines per run
@@ -82,7 +82,7 @@ def train_segmenter(config: SegmenterTrainConfig) -> dict:
     if config.threads and device.type == "cpu":
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    store = resolve_store(config, DistEnv())
+    store = open_data(config, DistEnv())
     if not store.has_masks:
         raise ValueError(f"{store.path}: has no masks to train a segmenter on")
     model = UNetSegmenter(UNetSegmenterConfig(base=config.base, depth=config.depth)).to(device)
@@ -134,10 +134,10 @@ def _evaluation_set(config: SegmenterTrainConfig, store) -> tuple[torch.Tensor, 
         images, masks, _ = generate_phantoms(config.holdout, res, seed=config.seed + 10_000)
         source = "held-out phantoms"
     else:
-        held = resolve_store(dataclasses.replace(config, data=config.holdout_data), DistEnv()) if config.holdout_data else store
+        held = open_data(dataclasses.replace(config, data=config.holdout_data), DistEnv()) if config.holdout_data else store
         images, masks = held.images(res)[: config.holdout], held.masks(res)[: config.holdout]
         source = f"held-out store {held.path}" if config.holdout_data else "training images (no --holdout-data given)"
-    images = torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = runs.from_uint8(images)
     return images, torch.from_numpy(masks.copy()).float(), source
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+from lesion_data.preprocess import BadInput, check_pixels, fit_pixel_limit, open_image
+from lesion_data.readers import is_image_file
 
 
 class ImageError(ValueError):
@@ -28,8 +29,10 @@ class ImageError(ValueError):
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files below `folder`, sorted, never leaving it.
 
-    Hidden files, symbolic links that resolve outside the folder, and the `*_superpixels.png` files
-    that ISIC ships beside its images are skipped; symlinked directories are not followed.
+    Which files are images is lesion-data's one rule (`lesion_data.readers.is_image_file`: hidden
+    files, ISIC's `*_superpixels.png` and the apps' contact sheets such as `grid.png` and
+    `preview.png` are skipped); symbolic links that resolve outside the folder are skipped too, and
+    symlinked directories are not followed.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -40,9 +43,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             path = Path(dirpath) / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if path.stem.endswith("_superpixels"):
+            if not is_image_file(path):
                 continue
             resolved = path.resolve()
             if resolved.is_relative_to(root) and resolved.is_file():
@@ -65,7 +66,8 @@ def select_study(real: list[Path], synthetic: list[Path], n: int, seed: int) -> 
 def reencode(path: Path, size: int, jpeg_quality: int) -> bytes:
     """The quiz rendition of one image: `size` x `size` RGB, uncompressed PNG, no metadata."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
+            check_pixels(fit_pixel_limit(im), path)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I", "I;16", "I;16B", "I;16L"):
                 # 16-bit grey: Pillow's own conversion clips at 255 instead of scaling.
@@ -75,7 +77,9 @@ def reencode(path: Path, size: int, jpeg_quality: int) -> bytes:
             side = min(w, h)
             box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
             im = im.resize((size, size), Image.Resampling.LANCZOS, box=box)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except BadInput as exc:
+        raise ImageError(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: cannot read image ({exc})") from None
     if jpeg_quality:
         buf = io.BytesIO()

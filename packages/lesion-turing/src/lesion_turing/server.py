@@ -8,7 +8,6 @@ URL, and all have the same size, format and byte length. The results pages need 
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import sys
@@ -20,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
-from .report import build_report, fooled_sheet_png, render_html, report_json
+from .report import (build_report, fooled_sheet_png, plural, render_html, report_json, report_loading,
+                     start_warm_up)
 from .study import Rejected, Study
 
 MAX_BODY = 4096
@@ -45,6 +45,11 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 # The report is one self-contained file (inline style, no script) that also works from disk.
 ADMIN_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 
+# Shown instead of the results while the statistics are still being imported after a start.
+LOADING_PAGE = (b'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">'
+                b"<title>Visual Turing test report</title></head><body><p>Loading the statistics (the first "
+                b"opening after a start takes a few seconds); this page reloads by itself.</p></body></html>\n")
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -53,6 +58,16 @@ class ServeConfig:
     port: int = 8000
     raters: tuple[str, ...] = field(default_factory=tuple)
     signup: bool = True  # False: only personal links made with --rater, no names typed in
+
+
+# Token-shaped parts of a logged line: a path segment after /r/, /admin/ or /image/, a query string,
+# and any run of 16+ URL-safe characters (the shortest token we issue) wherever a client put it.
+_SECRET_PARTS = re.compile(rf"(/(?:r|admin|image)/){_TOKEN}|(\?)[^\s\"']*|[A-Za-z0-9_-]{{16,}}")
+
+
+def redact(text: str) -> str:
+    """`text` with every token of a quiz or admin URL replaced by "***" and query strings dropped."""
+    return _SECRET_PARTS.sub(lambda m: (m.group(1) or m.group(2) or "") + "***", text)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -161,8 +176,13 @@ class Handler(BaseHTTPRequestHandler):
         return {"Set-Cookie": f"{COOKIE}={token}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Strict"}
 
     def _admin(self, token: str) -> None:
-        if not hmac.compare_digest(token.encode(), self.study.admin_token.encode()):
+        if not self.study.is_admin(token):
             raise Rejected(404, "not found")
+
+    def log_message(self, format, *args) -> None:
+        # The access log is for people watching the server: rater, image and admin tokens are
+        # credentials, so they (and any query string) are masked before anything is printed.
+        sys.stderr.write(f"{self.address_string()} - - [{self.log_date_time_string()}] {redact(format % args)}\n")
 
     def _dispatch(self, method: str) -> None:
         try:
@@ -263,6 +283,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def admin_page(self, token: str) -> None:
         self._admin(token)
+        if report_loading():
+            self._send(200, LOADING_PAGE, "text/html; charset=utf-8", csp=ADMIN_CSP)
+            return
         page = render_html(build_report(self.study), "fooled.png", raters=self.study.raters())
         self._send(200, page.encode(), "text/html; charset=utf-8", csp=ADMIN_CSP)
 
@@ -314,10 +337,13 @@ def serve(config: ServeConfig, study: Study) -> None:
     server = make_server(study, config.host, config.port, config.signup)
     host, port = server.server_address[:2]
     base = f"http://{host}:{port}"
-    print(f"Visual Turing test: {base}/  ({study.n_images} images, {len(study.raters())} raters)")
+    print(f"Visual Turing test: {base}/  ({plural(study.n_images, 'image')}, {plural(len(study.raters()), 'rater')})")
     for name in config.raters:
         print(f"  personal link for {name}: {base}/r/{study.rater_token(name)}")
-    print(f"Results (admin only, keep private): {base}/admin/{study.admin_token}/", flush=True)
+    # A new admin link at every start: the database keeps only a hash of the token, never the token.
+    print(f"Results (admin only, keep private; replaces the link of any earlier start): "
+          f"{base}/admin/{study.new_admin_token()}/", flush=True)
+    start_warm_up()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

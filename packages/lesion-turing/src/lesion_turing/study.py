@@ -9,6 +9,9 @@ killing the server loses nothing that was acknowledged.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -82,26 +85,54 @@ class StudySpec:
     diagnoses: tuple[str, ...] = ()
 
 
+def _token_hash(token: str) -> str:
+    # A plain SHA-256 suffices: the token is 192 random bits, so there is nothing to guess that a
+    # slow password hash (scrypt) would protect.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _make_private_dirs(folder: Path) -> list[Path]:
+    """Create the missing folders of `folder` readable by the owner only (existing ones untouched);
+    returns those created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700)
+    return missing
+
+
 def create_study(db_path: str | os.PathLike, spec: StudySpec, progress=None) -> None:
     """Select and re-encode the image set and write a new study database (temp file + rename, so a
-    failure leaves no half-made study behind). `progress` wraps the image iterator (e.g. tqdm)."""
+    failure leaves no half-made study behind). `progress` wraps the image iterator (e.g. tqdm).
+
+    The database holds every answer and the raters' personal tokens, so it is created with mode
+    0600 (SQLite gives its -wal and -shm files the same mode), and folders created for it with
+    0700."""
     db_path = Path(db_path)
     if db_path.exists():
         raise StudyError(f"{db_path}: already exists")
+    if db_path.parent.exists() and not db_path.parent.is_dir():
+        raise StudyError(f"{db_path.parent}: not a folder")
     if not 16 <= spec.size <= 2048:
         raise StudyError(f"image size must be within 16..2048 px, got {spec.size}")
     if not 0 <= spec.jpeg_quality <= 100:
         raise StudyError(f"JPEG quality must be within 0..100 (0 = no JPEG round trip), got {spec.jpeg_quality}")
     chosen = select_study(list_images(spec.real), list_images(spec.synthetic), spec.n, spec.seed)
+    try:
+        created = _make_private_dirs(db_path.parent)
+    except OSError as exc:
+        raise StudyError(f"{db_path.parent}: cannot create the folder ({exc.strerror})") from None
     tmp = db_path.with_name(f".{db_path.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         con = sqlite3.connect(tmp)
         with con:
             con.executescript(SCHEMA)
             meta = {
                 "schema_version": SCHEMA_VERSION,
-                "admin_token": secrets.token_urlsafe(24),
                 "real": str(Path(spec.real).resolve()),
                 "synthetic": str(Path(spec.synthetic).resolve()),
                 "n": str(spec.n),
@@ -119,8 +150,12 @@ def create_study(db_path: str | os.PathLike, spec: StudySpec, progress=None) -> 
                 )
         con.close()
         os.replace(tmp, db_path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        for folder in created:  # a failed creation leaves nothing behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def open_study(db_path: str | os.PathLike, spec: StudySpec | None = None, progress=None) -> Study:
@@ -169,8 +204,36 @@ class Study:
             raise StudyError(f"{self.path}: unknown study schema {self.meta.get('schema_version')!r}")
         self._lock = threading.Lock()
         self.diagnoses = tuple(json.loads(self.meta["diagnoses"]))
-        self.admin_token = self.meta["admin_token"]
+        if "admin_token" in self.meta:  # a study made when the token was kept in clear: keep its hash only
+            try:
+                self._set_meta("admin_token_sha256", _token_hash(self.meta.pop("admin_token")), drop="admin_token")
+            except sqlite3.OperationalError:  # a read-only file, e.g. opened for a report: left as it is
+                pass
         self.n_images = self._con.execute("SELECT count(*) FROM images").fetchone()[0]
+
+    def _set_meta(self, key: str, value: str, drop: str | None = None) -> None:
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                if drop:
+                    self._con.execute("DELETE FROM meta WHERE key = ?", (drop,))
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        self.meta[key] = value
+
+    def new_admin_token(self) -> str:
+        """A fresh admin token for the results pages; only its hash is stored, and it replaces the
+        previous one (whose links stop working)."""
+        token = secrets.token_urlsafe(24)
+        self._set_meta("admin_token_sha256", _token_hash(token))
+        return token
+
+    def is_admin(self, token: str) -> bool:
+        stored = self.meta.get("admin_token_sha256")
+        return stored is not None and hmac.compare_digest(_token_hash(token), stored)
 
     def close(self) -> None:
         self._con.close()

@@ -196,7 +196,7 @@ def test_ema_rampup_follows_g_early(tmp_path):
     torch.testing.assert_close(recipe.G_ema.dense.weight, expected)
 
 
-@pytest.mark.slow  # ~40 s here: prepares the 210-image sample, trains twice
+@pytest.mark.slow  # ~40 s on a CPU: prepares the 210-image sample, trains twice
 def test_raw_isic_folder_is_prepared_once_and_trains_conditionally(tmp_path):
     from pathlib import Path
 
@@ -233,11 +233,11 @@ def test_thread_choice_and_sampling_helpers(tmp_path):
     z1, z2 = sampling.latents(7, [3], 4), sampling.latents(7, [0, 1, 2, 3], 4)
     torch.testing.assert_close(z1[0], z2[3])  # image i depends only on (seed, i)
     with pytest.raises(runs.ResumeError, match="not a model directory"):
-        sampling.find_generator(tmp_path)
+        runs.find_model(tmp_path)
 
 
 
-@pytest.mark.slow  # ~40 s here: inductor compiles G's graphs
+@pytest.mark.slow  # ~40 s on a CPU: inductor compiles G's graphs
 def test_compiled_generator_gives_eager_gradients_and_compiles_once_per_stage(tmp_path):
     from torch._dynamo.utils import counters
 

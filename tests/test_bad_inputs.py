@@ -1,0 +1,224 @@
+"""The bad-input corpus: every case runs an app as a user would (a subprocess) on inputs generated in a
+temporary folder, and must end with rc != 0, one line naming the file or option, no traceback, and
+every file that existed before the run unchanged.
+
+Add a case by appending a ``Case`` to ``CASES``: the arguments may name corpus files as ``{name}``
+(paths below the corpus folder, see ``corpus``), ``error`` is a regular expression one line of
+stderr must match, and ``forbidden`` strings must not appear at all. Each subprocess pays the
+import of torch (several seconds on a busy machine), so only one case per kind of problem runs by
+default; the others are ``slow``.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesion_models.pggan import PGGANConfig, PGGANGenerator
+from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    app: str
+    args: tuple[str, ...]
+    error: str  # regex for one stderr line
+    forbidden: tuple[str, ...] = ()
+    slow: bool = False
+
+
+CASES = [
+    # config.json values checked against the config's annotations (lesion_models.hub)
+    Case("config-wrong-type/pggan_sample", "pggan_sample", ("{pggan_bad_type}", "--out", "{existing_out}"),
+         r'pggan_bad_type/config\.json: PGGANConfig\.resolution is "sixteen", expected int$'),
+    Case("config-unknown-key/pggan_sample", "pggan_sample", ("{pggan_unknown_key}", "--out", "{existing_out}"),
+         r"pggan_unknown_key/config\.json: PGGANConfig: unknown config keys \['resolutoin'\]$", slow=True),
+    Case("config-out-of-range/pggan_sample", "pggan_sample", ("{pggan_bad_value}", "--out", "{existing_out}"),
+         r"pggan_bad_value/config\.json: PGGANConfig\.resolution must be a power of two", slow=True),
+    Case("config-wrong-type/mask2image_synthesize", "mask2image_synthesize",
+         ("{m2i_bad_type}", "--masks", "{masks}", "--class", "melanoma", "--out", "{existing_out}", "--resolution", "16"),
+         r'm2i_bad_type/config\.json: Pix2PixHDConfig\.ngf is "4", expected int$', slow=True),
+    # images above the decode limit (lesion_data.preprocess.MAX_PIXELS)
+    Case("huge-image/prepare_data", "prepare_data", ("{huge_dataset}", "{prepared_out}", "--resolution", "16", "--workers", "1"),
+         r"huge\.png: image is 13000x13000 \(169 Mpx\), above the 64 Mpx limit", ("DecompressionBomb",)),
+    Case("beyond-pil-limit/prepare_data", "prepare_data", ("{giant_dataset}", "{prepared_out}", "--resolution", "16", "--workers", "1"),
+         r"giant\.png: image too large \(400 Mpx; the limit is 64 Mpx\)", ("DecompressionBomb",), slow=True),
+    Case("huge-image/turing_test", "turing_test",
+         ("serve", "--real", "{huge_folder}", "--synthetic", "{images}", "--n", "2", "--db", "{new_db}", "--port", "0"),
+         r"huge\.png: image is 13000x13000 \(169 Mpx\), above the 64 Mpx limit", ("DecompressionBomb",)),
+    # masks for mask-to-image synthesis (lesion_data.preprocess.binary_mask)
+    Case("colour-mask/mask2image_synthesize", "mask2image_synthesize",
+         ("{m2i}", "--masks", "{colour_masks}", "--class", "melanoma", "--out", "{existing_out}", "--resolution", "16"),
+         r"colour\.png: colour mask \(mode RGB, channels differ\)"),
+    Case("photo-as-mask/mask2image_synthesize", "mask2image_synthesize",
+         ("{m2i}", "--masks", "{photo_masks}", "--class", "melanoma", "--out", "{existing_out}", "--resolution", "16"),
+         r"photo\.png: not a binary mask \(\d+% of pixels are neither 0 nor 255\)", slow=True),
+    Case("empty-mask/mask2image_synthesize", "mask2image_synthesize",
+         ("{m2i}", "--masks", "{empty_masks}", "--class", "melanoma", "--out", "{existing_out}", "--resolution", "16"),
+         r"empty\.png: empty mask \(no lesion pixel\)$", slow=True),
+    Case("empty-mask/mask_deform", "mask_deform", ("{empty_masks}", "--out", "{existing_out}"),
+         r"empty\.png: empty mask \(no lesion pixel\)$", slow=True),
+    Case("colour-mask/mask_deform", "mask_deform", ("{colour_masks}", "--out", "{existing_out}"),
+         r"colour\.png: colour mask", slow=True),
+    # the study database
+    Case("db-below-a-file/turing_test", "turing_test",
+         ("serve", "--real", "{images}", "--synthetic", "{images}", "--n", "2", "--db", "{a_file}/s.sqlite", "--port", "0"),
+         r"a_file: not a folder$"),
+]
+
+
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A PNG that declares width x height RGB pixels but holds almost none: what a reader sees
+    before decoding, without allocating the pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def _edit_config(directory: Path, **changes) -> None:
+    path = directory / "config.json"
+    payload = json.loads(path.read_text())
+    payload["config"].update(changes)
+    path.write_text(json.dumps(payload))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    pggan = PGGANGenerator(PGGANConfig(resolution=8, fmap_base=16, fmap_max=8, z_dim=8))
+    for name, changes in (("pggan_bad_type", {"resolution": "sixteen"}), ("pggan_unknown_key", {"resolutoin": 8}),
+                          ("pggan_bad_value", {"resolution": 12})):
+        pggan.save_pretrained(root / name)
+        _edit_config(root / name, **changes)
+    m2i = Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_downsampling=1, n_blocks=1))
+    m2i.save_pretrained(root / "m2i")
+    m2i.save_pretrained(root / "m2i_bad_type")
+    _edit_config(root / "m2i_bad_type", ngf="4")
+    images = root / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(images / f"img{i}.png")
+    (root / "huge_folder").mkdir()
+    _png_header(root / "huge_folder" / "huge.png", 13000, 13000)
+    (root / "huge_dataset").mkdir()
+    _png_header(root / "huge_dataset" / "huge.png", 13000, 13000)
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / "huge_dataset" / "fine.png")
+    (root / "giant_dataset").mkdir()
+    _png_header(root / "giant_dataset" / "giant.png", 20000, 20000)
+    lesion = np.zeros((24, 24), np.uint8)
+    lesion[6:18, 4:20] = 255
+    for folder, name, pixels in (
+        ("masks", "good.png", lesion),
+        ("colour_masks", "colour.png", np.stack([lesion, lesion // 2, np.zeros_like(lesion)], 2)),
+        ("photo_masks", "photo.png", rng.integers(0, 256, (24, 24), dtype=np.uint8)),
+        ("empty_masks", "empty.png", np.zeros_like(lesion)),
+    ):
+        (root / folder).mkdir()
+        Image.fromarray(lesion).save(root / folder / "good.png")
+        Image.fromarray(pixels).save(root / folder / name)
+    # An output folder that already holds results: a failing run must leave them as they are.
+    (root / "existing_out").mkdir()
+    Image.fromarray(lesion).save(root / "existing_out" / "earlier.png")
+    (root / "a_file").write_text("a file where a folder is expected\n")
+    return root
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def run_case(case: Case, root: Path) -> subprocess.CompletedProcess:
+    args = [arg.format(**{p.name: p for p in root.iterdir()}, new_db=root / "new" / "s.sqlite",
+                       prepared_out=root / "prepared") for arg in case.args]
+    env = {**os.environ, "LESION_GAN_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "apps" / case.app), *args], capture_output=True, text=True,
+                          env=env, cwd=root, timeout=300)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(case, corpus):
+    before = _tree(corpus)
+    proc = run_case(case, corpus)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if re.search(case.error, line)]
+    assert lines, f"no stderr line matches {case.error!r}:\n{proc.stderr}"
+    for text in case.forbidden + ("weights_only",):
+        assert text not in proc.stderr, proc.stderr
+    after = _tree(corpus)
+    assert {k: v for k, v in after.items() if k in before} == before, "files written before the run changed"
+    assert not (corpus / "new").exists() and not (corpus / "prepared").exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_malicious_training_state_is_refused_without_advice(tmp_path):
+    from lesion_train import runs
+
+    snapshot = tmp_path / "snapshots" / "000000"
+    snapshot.mkdir(parents=True)
+    torch.save({"nimg": 0, "recipe": _RunsCode()}, snapshot / runs.STATE_NAME)
+    with pytest.raises(runs.ResumeError) as info:
+        runs.load_training_state(snapshot)
+    message = str(info.value)
+    assert message.startswith(f"{snapshot / runs.STATE_NAME}: holds Python objects other than tensors")
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_contact_sheets_in_an_output_folder_are_not_read_as_images(corpus, tmp_path):
+    """pggan_sample's grid.png and mask_deform's preview.png beside the images they show: the
+    Turing test, evaluate's folder reader and mask synthesis list the images only."""
+    from lesion_data.preprocess import read_mask_folder
+    from lesion_data.readers import open_source
+    from lesion_turing.images import list_images
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("seed0000_000000.png", "seed0000_000001.png", "grid.png", "interpolation.png"):
+        (samples / name).write_bytes((corpus / "images" / "img0.png").read_bytes())
+    assert [p.name for p in list_images(samples)] == ["seed0000_000000.png", "seed0000_000001.png"]
+    assert sorted(r.image.name for r in open_source(samples).records) == ["seed0000_000000.png", "seed0000_000001.png"]
+    masks = tmp_path / "new_masks"
+    masks.mkdir()
+    for name in ("a__d0.png", "preview.png"):
+        (masks / name).write_bytes((corpus / "masks" / "good.png").read_bytes())
+    assert read_mask_folder(masks, 8)[0] == ["a__d0"]
+
+
+@pytest.mark.slow
+def test_mask_deform_output_feeds_mask2image_synthesize(corpus, tmp_path):
+    """The README chain: deformed masks (with their preview.png) straight into synthesis."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    deform = subprocess.run([sys.executable, str(ROOT / "apps/mask_deform"), str(corpus / "masks" / "good.png"), "--n", "3",
+                             "--out", str(tmp_path / "new_masks")], capture_output=True, text=True, env=env, timeout=300)
+    assert deform.returncode == 0, deform.stderr
+    assert (tmp_path / "new_masks" / "preview.png").is_file()
+    synth = subprocess.run([sys.executable, str(ROOT / "apps/mask2image_synthesize"), str(corpus / "m2i"), "--masks",
+                            str(tmp_path / "new_masks"), "--class", "nevus", "--out", str(tmp_path / "synth"),
+                            "--resolution", "16"], capture_output=True, text=True, env=env, timeout=300)
+    assert synth.returncode == 0, synth.stderr
+    assert sorted(p.name for p in (tmp_path / "synth" / "images").iterdir()) == [
+        f"good__d{k}__nevus__v0.png" for k in range(3)]
