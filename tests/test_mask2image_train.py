@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from lesion_data.labelmap import label_map
+from lesion_data.labelmap import label_map, one_hot_label_map
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from PIL import Image
 
@@ -19,6 +19,7 @@ from lesion_train.mask2image import (
     ARCHS,
     Mask2ImageConfig,
     Mask2ImageTrainer,
+    fixed_grid_batch,
     label_input,
     lr_factor,
     train_mask2image,
@@ -89,6 +90,26 @@ def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
     assert resumed.final_grid.is_file()
+
+
+def test_feature_bank_holds_current_encodings_of_every_class(tmp_path):
+    # Variations of one mask draw region features from the bank, so each class needs many distinct
+    # entries, all from the encoder saved with them (not the last minibatch's one or two).
+    run = train_mask2image(Mask2ImageConfig(**TINY, total_kimg=0.004, run_root=str(tmp_path)))
+    from lesion_data.store import PreparedStore
+    from lesion_models import load_pretrained
+
+    G = load_pretrained(run.final_snapshot / "G")
+    store = PreparedStore(runs.read_options(run.run_dir)["resolved"]["store"])
+    per_class = np.bincount(store.labels, minlength=3)
+    assert G.bank_count.tolist() == [len(store.labels), *per_class.tolist()]
+    for label, count in enumerate([len(store.labels), *per_class]):
+        entries = G.feature_bank[label, : min(count, G.config.feature_bank_size)]
+        assert len(torch.unique(entries, dim=0)) == len(entries)
+    batch = {k: v[:1] for k, v in fixed_grid_batch(store, Mask2ImageConfig(**TINY), "cpu").items()}
+    onehot = one_hot_label_map(batch["masks"], batch["labels"], 3)
+    region = G.encoder(batch["images"], onehot)[0, :, onehot[0, 0] > 0][:, 0]  # the image's skin feature
+    assert any(torch.allclose(region, entry, atol=1e-5) for entry in G.feature_bank[0])
 
 
 def test_resume_from_a_snapshot_of_the_old_trainer_says_so(tmp_path):

@@ -27,7 +27,7 @@ FIELDS = {
     "gan_mode": "gan_mode", "vgg_weights": "vgg_weights", "lr_g": "lr_g", "lr_d": "lr_d",
     "tick_kimg": "tick_kimg", "snapshot_ticks": "snapshot_ticks", "seed": "seed", "device": "device",
     "amp": "amp", "threads": "threads", "run_root": "run_root", "name": "name", "phantoms": "phantom_count",
-    "compile": "compile",
+    "compile": "compile", "upsample": "upsample",
 }
 
 
@@ -43,6 +43,8 @@ FIELDS = {
 @click.option("--num-d", type=int, help="Discriminator scales (2; 3 at 1024).")
 @click.option("--feat-num", type=int, help="pix2pixHD instance feature channels (ours 3, pix2pixhd 0).")
 @click.option("--local-enhancers", type=int, help="pix2pixHD local enhancers (each doubles the resolution).")
+@click.option("--upsample", type=click.Choice(["transpose", "resize"]),
+              help="pix2pixHD decoder upsampling: transposed conv (pix2pixhd default) or resize-conv (ours default).")
 @click.option("--init-global", help="Trained global generator dir (G/ of a snapshot) to start the enhancer from.")
 @click.option("--fix-global-kimg", type=float, help="Train only the local enhancer this long first.")
 @click.option("--gan-mode", type=click.Choice(["lsgan", "vanilla", "hinge"]), help="Override the arch's GAN loss.")
@@ -68,6 +70,7 @@ def main(resume, **options):
             run_dir, _ = runs.resolve_resume(resume)
             saved = runs.read_options(run_dir)
             saved.pop("resolved", None)
+            saved.setdefault("upsample", "transpose")  # runs from before the option: transposed convs
             config = Mask2ImageConfig(**{**saved, **given, "resume": resume})
         else:
             base = {} if "data" in given else demo_overrides()

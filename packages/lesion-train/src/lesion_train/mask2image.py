@@ -24,7 +24,8 @@ step); each step is its own phase, so the learning rate decays step by step.
 
 Deviations: pix2pixHD's batch size is 1 (we default to 8 for throughput; instance norm makes the
 result per-image anyway); "ours" enables the instance feature encoder (feat_num 3) so that
-``--variations`` works; the CPU demo profile (no ``--data``) narrows the networks.
+``--variations`` works, and upsamples by resize-conv instead of transposed convolutions (no
+checkerboard; ``upsample``, docs/mask2image.md); the CPU demo profile (no ``--data``) narrows the networks.
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from lesion_data.labelmap import boundary_map, label_map, one_hot_label_map
 from lesion_data.loader import StoreBatches
 from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
-from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
+from lesion_models.pix2pixhd import (
+    UPSAMPLE_MODES,
+    DiscriminatorConfig,
+    MultiscaleDiscriminator,
+    Pix2PixHDConfig,
+    Pix2PixHDGenerator,
+)
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 
 from lesion_train import gan_loop, runs
@@ -96,6 +104,7 @@ class Mask2ImageConfig:
     num_d: int | None = None  # 2, or 3 at 1024 px
     feat_num: int | None = None  # ours: 3, others: 0
     n_local_enhancers: int = 0
+    upsample: str | None = None  # pix2pixHD decoders: None = ours "resize", pix2pixhd "transpose" (NVIDIA's)
     init_global: str | None = None  # a trained global Pix2PixHDGenerator dir for the local enhancer
     fix_global_kimg: float = 0.0  # train only the local enhancer this long first (pix2pixHD niter_fix_global)
     # Losses / optimisation (None = per-arch default from ARCH_DEFAULTS).
@@ -126,6 +135,8 @@ class Mask2ImageConfig:
             raise ValueError(f"resolution {self.resolution} must be a power of two >= 32")
         if self.n_local_enhancers and self.arch not in ("ours", "pix2pixhd"):
             raise ValueError("the local enhancer exists for --arch ours|pix2pixhd only")
+        if self.upsample is not None and (self.arch not in ("ours", "pix2pixhd") or self.upsample not in UPSAMPLE_MODES):
+            raise ValueError(f"--upsample {self.upsample!r}: one of {UPSAMPLE_MODES}, for --arch ours|pix2pixhd only")
 
     def resolved(self, name: str):
         """Option ``name``, or the arch's published default when unset."""
@@ -151,9 +162,10 @@ def build_networks(config: Mask2ImageConfig, num_classes: int) -> tuple[torch.nn
     res, arch = config.resolution, config.arch
     if arch in ("ours", "pix2pixhd"):
         feat_num = config.feat_num if config.feat_num is not None else (3 if arch == "ours" else 0)
+        upsample = config.upsample or ("resize" if arch == "ours" else "transpose")
         G = Pix2PixHDGenerator(Pix2PixHDConfig(
             label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=arch == "ours",
-            n_local_enhancers=config.n_local_enhancers, feat_num=feat_num))
+            n_local_enhancers=config.n_local_enhancers, feat_num=feat_num, upsample=upsample))
         d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
                                        num_D=config.num_d or (3 if res >= 1024 else 2))
     elif arch == "pix2pix":
@@ -228,7 +240,7 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.models = {"G": self.G, "D": self.D}
         # The step calls the networks through these; ``models`` keeps the plain modules for snapshots.
         self.G_train, self.D_train = (torch.compile(m) if config.compile else m for m in (self.G, self.D))
-        self.train_global, self.last_batch = True, None
+        self.train_global = True
 
     def _load_global(self, directory: Path) -> None:
         """pix2pixHD's second stage: start the global part from a trained global generator."""
@@ -259,7 +271,6 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         (self.train_global,) = phase.key
 
     def train_step(self, batch: dict[str, torch.Tensor], phase: gan_loop.Phase) -> dict[str, torch.Tensor]:
-        self.last_batch = batch
         return self.step(batch, train_global=self.train_global)
 
     def step(self, batch: dict[str, torch.Tensor], train_global: bool = True) -> dict[str, torch.Tensor]:
@@ -296,14 +307,35 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         return {k: v.detach().float() for k, v in terms.items()}
 
 
+def store_batch(store, indices, resolution: int, device) -> dict[str, torch.Tensor]:
+    """Images ``indices`` (ascending) of the store, unaugmented, as a training batch."""
+    images = torch.from_numpy(store.images(resolution)[indices]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    masks = torch.from_numpy(store.masks(resolution)[indices]).unsqueeze(1).float()
+    labels = torch.from_numpy(store.labels[indices])
+    return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}
+
+
 def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch.Tensor]:
     """The first ``grid_size`` images of the store (unaugmented): the same in every tick and resume."""
-    n = min(config.grid_size, len(store))
-    res = config.resolution
-    images = torch.from_numpy(store.images(res)[:n].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
-    masks = torch.from_numpy(store.masks(res)[:n].copy()).unsqueeze(1).float()
-    labels = torch.from_numpy(store.labels[:n].copy())
-    return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}
+    return store_batch(store, np.arange(min(config.grid_size, len(store))), config.resolution, device)
+
+
+def feature_bank_indices(labels: np.ndarray, size: int) -> np.ndarray:
+    """A fixed, class-balanced sample for the feature bank: the first ``size`` images of each class."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == k)[:size] for k in np.unique(labels)]))
+
+
+@torch.no_grad()
+def refill_feature_bank(G: Pix2PixHDGenerator, store, indices: np.ndarray, resolution: int, num_classes: int,
+                        device, batch_size: int) -> None:
+    """Empty the bank and encode the images ``indices`` with G's current encoder: every entry comes
+    from the encoder that is saved with it, and each lesion class gets up to ``feature_bank_size``
+    entries (refilling from the last minibatch alone left one or two per class, so every
+    variation of a mask drew the same lesion feature)."""
+    G.bank_count.zero_()
+    for start in range(0, len(indices), batch_size):
+        batch = store_batch(store, indices[start : start + batch_size], resolution, device)
+        G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], num_classes))
 
 
 @torch.no_grad()
@@ -342,11 +374,13 @@ def train_mask2image(config: Mask2ImageConfig) -> gan_loop.RunResult:
                                 augment=config.augment, with_masks=True, device=env.device)
 
         grid_batch = fixed_grid_batch(store, config, env.device)
+        feat_num = getattr(trainer.G.config, "feat_num", 0)
+        bank_indices = feature_bank_indices(store.labels, trainer.G.config.feature_bank_size) if feat_num else None
 
         def render(path: Path) -> Path:
-            batch = trainer.last_batch
-            if getattr(trainer.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
-                trainer.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], num_classes))
+            if feat_num:  # region features for synthesis, from the encoder of this tick
+                refill_feature_bank(trainer.G, store, bank_indices, config.resolution, num_classes, env.device,
+                                    config.batch_size)
             return render_grid(trainer.G, grid_batch, num_classes, path, config.seed)
 
         options = runs.to_jsonable(config)
@@ -410,7 +444,6 @@ def load_generator(model: str | Path, resolution: int | None = None, device="cpu
 
 def read_masks(folder: str | Path, resolution: int) -> tuple[list[str], torch.Tensor]:
     """Every mask image in ``folder`` (sorted), resized (nearest) to ``resolution``: names, (N, 1, R, R) {0, 1}."""
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
