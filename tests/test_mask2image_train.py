@@ -19,6 +19,7 @@ from lesion_train.mask2image import (
     ARCHS,
     Mask2ImageConfig,
     Mask2ImageTrainer,
+    build_networks,
     fixed_grid_batch,
     label_input,
     lr_factor,
@@ -90,6 +91,18 @@ def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
     assert resumed.final_grid.is_file()
+
+
+def test_ours_upsamples_by_resize_conv_and_pix2pixhd_by_transposed_conv():
+    def decoder_layers(**options):
+        G, _ = build_networks(Mask2ImageConfig(**TINY, **options), 3)
+        return {type(m).__name__ for m in G.global_net.up.modules()}
+
+    assert "ConvTranspose2d" not in decoder_layers(arch="ours") and "Upsample" in decoder_layers(arch="ours")
+    assert "ConvTranspose2d" in decoder_layers(arch="pix2pixhd")  # NVIDIA's
+    assert "ConvTranspose2d" in decoder_layers(arch="ours", upsample="transpose")
+    with pytest.raises(ValueError, match="--upsample 'resize'"):
+        Mask2ImageConfig(arch="spade", upsample="resize")
 
 
 def test_feature_bank_holds_current_encodings_of_every_class(tmp_path):

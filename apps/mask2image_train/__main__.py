@@ -70,7 +70,8 @@ def main(resume, **options):
             run_dir, _ = runs.resolve_resume(resume)
             saved = runs.read_options(run_dir)
             saved.pop("resolved", None)
-            saved.setdefault("upsample", "transpose")  # runs from before the option: transposed convs
+            if saved.get("arch") in ("ours", "pix2pixhd"):  # runs from before the option: transposed convs
+                saved.setdefault("upsample", "transpose")
             config = Mask2ImageConfig(**{**saved, **given, "resume": resume})
         else:
             base = {} if "data" in given else demo_overrides()

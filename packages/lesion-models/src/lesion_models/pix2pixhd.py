@@ -114,7 +114,9 @@ class GlobalGenerator(nn.Module):
         widths = [ngf * 2**i for i in range(n_downsampling + 1)]
         self.down = nn.ModuleList(down_block(widths[i], widths[i + 1], norm) for i in range(n_downsampling))
         self.blocks = nn.Sequential(*(ResnetBlock(widths[-1], norm) for _ in range(n_blocks)))
-        self.up = nn.ModuleList(up_block(widths[i + 1], widths[i], norm, upsample) for i in reversed(range(n_downsampling)))
+        self.up = nn.ModuleList(
+            up_block(widths[i + 1], widths[i], norm, upsample) for i in reversed(range(n_downsampling))
+        )
         if fusion:
             self.fuse = nn.ModuleList(
                 nn.Sequential(*conv_block(2 * widths[i], widths[i], 3, norm)) for i in reversed(range(n_downsampling))

@@ -135,7 +135,8 @@ class Mask2ImageConfig:
             raise ValueError(f"resolution {self.resolution} must be a power of two >= 32")
         if self.n_local_enhancers and self.arch not in ("ours", "pix2pixhd"):
             raise ValueError("the local enhancer exists for --arch ours|pix2pixhd only")
-        if self.upsample is not None and (self.arch not in ("ours", "pix2pixhd") or self.upsample not in UPSAMPLE_MODES):
+        pix2pixhd_family = self.arch in ("ours", "pix2pixhd")
+        if self.upsample is not None and (not pix2pixhd_family or self.upsample not in UPSAMPLE_MODES):
             raise ValueError(f"--upsample {self.upsample!r}: one of {UPSAMPLE_MODES}, for --arch ours|pix2pixhd only")
 
     def resolved(self, name: str):
