@@ -152,8 +152,8 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
 @pytest.mark.slow  # ~1 min idle, ~14 min on a loaded 2-core CPU: the cpu preset's 14 kimg on real images
 def test_lapgan_coarse_level_is_not_collapsed_on_real_images(tmp_path):
     # The coarse 8x8 GAN decides what a LAPGAN sample looks like; once collapsed, every sample is
-    # the same blob. Its samples must spread about as far apart as the real 8x8 images do (the
-    # cpu preset at minibatch 16 reached 0.43 of the real spread, MS-SSIM 0.71 against 0.43).
+    # the same blob. Its samples must spread about as far apart as the real 8x8 images do: 0.89
+    # and 0.85 of the real spread at the preset's minibatch 8 (seeds 0, 1), 0.58 and 0.52 at 16.
     sample = os.environ.get("LESION_SAMPLE_ISIC2017")
     if not sample or not Path(sample).is_dir():
         pytest.skip("LESION_SAMPLE_ISIC2017 is not set to the ISIC-2017 sample")
@@ -169,4 +169,4 @@ def test_lapgan_coarse_level_is_not_collapsed_on_real_images(tmp_path):
     store = PreparedStore(runs.read_options(result.run_dir)["resolved"]["store"])
     real = torch.from_numpy(store.images(8).copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
     ratio = mean_pairwise_distance(coarse) / mean_pairwise_distance(real)
-    assert 0.6 < ratio < 1.4, f"coarse samples spread {ratio:.2f} x the real images'"
+    assert 0.7 < ratio < 1.4, f"coarse samples spread {ratio:.2f} x the real images'"
