@@ -1,7 +1,8 @@
 """pix2pixHD (Wang et al. 2018) for lesion label maps, with the dermoscopy paper's fusion variant.
 
 - :class:`Pix2PixHDGenerator`: the global generator (7x7 front, ``n_downsampling`` stride-2
-  convs, ``n_blocks`` residual blocks, mirrored transposed convs, instance norm, reflect padding),
+  convs, ``n_blocks`` residual blocks, mirrored transposed convs, instance norm, reflect padding;
+  ``upsample="resize"`` replaces the transposed convs by resize-convs, a deviation, see up_block),
   optionally wrapped by ``n_local_enhancers`` local enhancers (each doubles the resolution with a
   ``ngf/2**k`` wide front end and ``n_blocks_local`` residual blocks, summed with the coarser
   generator's last features, as in pix2pixHD).

@@ -331,8 +331,8 @@ def refill_feature_bank(G: Pix2PixHDGenerator, store, indices: np.ndarray, resol
                         device, batch_size: int) -> None:
     """Empty the bank and encode the images ``indices`` with G's current encoder: every entry comes
     from the encoder that is saved with it, and each lesion class gets up to ``feature_bank_size``
-    entries (refilling from the last minibatch alone left one or two per class, so every
-    variation of a mask drew the same lesion feature)."""
+    entries (the last minibatch alone holds one or two per class, and every variation of a mask
+    would draw the same lesion feature)."""
     G.bank_count.zero_()
     for start in range(0, len(indices), batch_size):
         batch = store_batch(store, indices[start : start + batch_size], resolution, device)
