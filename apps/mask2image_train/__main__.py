@@ -16,6 +16,7 @@ import click
 
 from lesion_data.store import StoreError
 from lesion_models import PretrainedLoadError
+from lesion_models.pix2pixhd import UPSAMPLE_MODES
 from lesion_train import cli, runs
 from lesion_train.mask2image import ARCHS, Mask2ImageConfig, demo_overrides, train_mask2image
 from lesion_train.setup import apply_overrides, load_run_config
@@ -23,7 +24,8 @@ from lesion_train.setup import apply_overrides, load_run_config
 DEMO = apply_overrides(Mask2ImageConfig(), demo_overrides())
 OPTIONS = cli.ConfigOptions(
     Mask2ImageConfig, exclude=("resume",),
-    types={"arch": ARCHS, "gan_mode": ("lsgan", "vanilla", "hinge"), "vgg_weights": click.Path(exists=True, dir_okay=False)},
+    types={"arch": ARCHS, "gan_mode": ("lsgan", "vanilla", "hinge"), "upsample": UPSAMPLE_MODES,
+           "vgg_weights": click.Path(exists=True, dir_okay=False)},
     defaults_from=[Mask2ImageConfig(), DEMO], varying=lambda values: f"{values[0]}; demo without --data: {values[1]}",
 )
 
