@@ -247,9 +247,8 @@ def _storage_bytes(tensors) -> int:
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    # Scalar step counters stay on the CPU and are not device memory.
-    return [v for state in optimizer.state.values() for v in state.values()
-            if isinstance(v, torch.Tensor) and v.device.type == "meta"]
+    # Not the step counters: scalars, and on the CPU unless the optimizer is fused or capturable.
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor) and v.dim()]
 
 
 def _prime(optimizer: torch.optim.Optimizer) -> None:
@@ -370,6 +369,8 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
     """The plan of a run of ``config`` (``PGGANTrainConfig``, ``BaselineTrainConfig`` or
     ``Mask2ImageConfig``) on ``world_size`` devices; ``num_classes`` for conditional models
     (default: the ISIC-2017 classes). Takes seconds on a CPU at 1024 px and allocates nothing."""
+    if not isinstance(config, (pggan.PGGANTrainConfig, baselines.BaselineTrainConfig, mask2image.Mask2ImageConfig)):
+        raise TypeError(f"no plan for {type(config).__name__}")
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     amp = _run_options(config).amp
@@ -390,13 +391,11 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
             recipe = recipe_class(_meta_config(config), env)
             phase = dataclasses.replace(recipe.phase(0), batch_size=config.batch_size - config.batch_size % world_size)
             phases = [(0.0, total, phase, "constant")]
-        elif isinstance(config, mask2image.Mask2ImageConfig):
+        else:
             name, total = f"mask2image-{config.arch}", _run_options(config).total_kimg
             recipe = mask2image.Mask2ImageTrainer(
                 _meta_config(config, compile=False, vgg_weights=None, init_global=None), classes, env)
             phases = _mask2image_phases(config, recipe, total)
-        else:
-            raise TypeError(f"no plan for {type(config).__name__}")
         rows = []
         for start, end, phase, kind in phases:
             per_device = phase.batch_size // world_size
