@@ -264,6 +264,13 @@ def _prime(optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
+def _state_tensors(recipe) -> list[torch.Tensor]:
+    """What a recipe keeps from step to step: weights, buffers, gradients, optimizer state."""
+    tensors = [t for m in recipe.models.values() for t in (*m.parameters(), *m.buffers())]
+    grads = [p.grad for m in recipe.models.values() for p in m.parameters() if p.grad is not None]
+    return tensors + grads + [t for o in (recipe.opt_g, recipe.opt_d) for t in _optimizer_tensors(o)]
+
+
 def _skip_update(*args, **kwargs) -> None:
     return None
 
@@ -275,13 +282,10 @@ def _trace_step(recipe, batch: dict, phase: gan_loop.Phase, amp: str) -> dict:
     for optimizer in optimizers:
         _prime(optimizer)
     models = recipe.models
-    parameters = [p for m in models.values() for p in m.parameters()]
     trained = [p for name, m in models.items() if name != "G_ema" for p in m.parameters()]
-    buffers = [b for m in models.values() for b in m.buffers()]
     tracer = _StepTracer()
-    saved = _SavedForBackward({id(p.untyped_storage()) for p in parameters + buffers})
-    for t in parameters + buffers + [p.grad for p in parameters if p.grad is not None] + [
-            t for o in optimizers for t in _optimizer_tensors(o)] + list(batch.values()):
+    saved = _SavedForBackward({id(p.untyped_storage()) for m in models.values() for p in (*m.parameters(), *m.buffers())})
+    for t in _state_tensors(recipe) + list(batch.values()):
         tracer.track(t)
     cast = _AutocastOnMeta(torch.bfloat16 if amp == "bf16" else torch.float16) if amp != "off" else None
     # The update itself allocates nothing that outlives it (its state is primed) and comes after
@@ -483,4 +487,12 @@ def format_plan(run: RunPlan, device_tflops: float | None = None, device_memory_
     return "\n".join(lines)
 
 
-__all__ = ["GPU", "GPUS", "DEFAULT_UTILISATION", "PhasePlan", "RunPlan", "plan", "format_plan"]
+def describe(config, devices: int = 1, device_tflops: float | None = None, device_memory_gib: float | None = None) -> str:
+    """``format_plan(plan(config))``: what the apps' ``--plan`` prints."""
+    for name, value in (("--plan-device-tflops", device_tflops), ("--plan-device-memory", device_memory_gib)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive, got {value:g}")
+    return format_plan(plan(config, world_size=devices), device_tflops, device_memory_gib)
+
+
+__all__ = ["GPU", "GPUS", "DEFAULT_UTILISATION", "PhasePlan", "RunPlan", "plan", "format_plan", "describe"]
