@@ -140,3 +140,24 @@ def test_bad_arguments_are_one_line_errors():
         plan.plan(tiny_dcgan(batch_size=2), world_size=4)
     with pytest.raises(TypeError, match="no plan"):
         plan.plan(object())
+
+
+def test_apps_print_the_plan_and_exit_without_a_run(tmp_path, load_app, monkeypatch):
+    from click.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    pggan_app = load_app("pggan_train").main
+    out = CliRunner().invoke(pggan_app, ["--resolution", "8", "--fmap-base", "32", "--fmap-max", "8", "--z-dim", "8",
+                                         "--initial-resolution", "4", "--plan", "--plan-devices", "2",
+                                         "--plan-device-tflops", "100", "--plan-device-memory", "1e-6"])
+    assert out.exit_code == 0, out.output
+    assert "pggan 8 px, amp off, 2 device(s)" in out.output and " fade " in out.output
+    assert "wall time at 100 TFLOPS" in out.output and "warning: 8 px stable" in out.output
+    out = CliRunner().invoke(pggan_app, ["--arch", "dcgan", "--z-dim", "4", "--plan", "--plan-device-tflops", "-1"])
+    assert out.exit_code == 1 and "--plan-device-tflops must be positive" in out.output
+    out = CliRunner().invoke(load_app("mask2image_train").main,
+                             ["--arch", "pix2pix", "--resolution", "32", "--ngf", "4", "--ndf", "4", "--batch", "2",
+                              "--plan", "--plan-device-tflops", "10"])
+    assert out.exit_code == 0, out.output
+    assert "mask2image-pix2pix 32 px" in out.output and "lr decay" in out.output
+    assert not (tmp_path / "runs").exists()
