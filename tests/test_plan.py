@@ -37,6 +37,14 @@ def test_pggan_schedule_rows():
     assert [p.batch_per_device for p in halves] == [8, 4, 4]
 
 
+def test_conditional_pggan_is_planned_with_its_labels():
+    config = tiny_pggan(**{"schedule.initial_resolution": 8, "loop.total_kimg": 1.0})
+    plain = plan.plan(config)
+    conditional = plan.plan(pggan.apply_overrides(config, {"conditional": True}), num_classes=3)
+    assert conditional.params["G"] > plain.params["G"] and conditional.params["D"] > plain.params["D"]
+    assert conditional.phases[0].flops_per_image > plain.phases[0].flops_per_image
+
+
 def test_mask2image_rows_follow_the_decay_and_the_local_only_stretch():
     config = mask2image.Mask2ImageConfig(arch="pix2pixhd", resolution=64, batch_size=2, ngf=4, ndf=4, n_blocks=1,
                                          n_local_enhancers=1, fix_global_kimg=10.0, total_kimg=40.0)
