@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from lesion_train import baselines, mask2image, pggan
+from lesion_train import baselines, mask2image, pggan, setup
 from lesion_train.distributed import DistEnv
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -83,7 +83,8 @@ def test_dcgan_step(amp):
 def test_mask2image_step(amp):
     _skip_unless_cpu_autocast(amp)
     torch.manual_seed(0)
-    config = mask2image.Mask2ImageConfig(arch="ours", resolution=32, batch_size=2, ngf=4, ndf=4, n_blocks=1, amp=amp)
+    config = setup.apply_overrides(mask2image.Mask2ImageConfig(arch="ours", resolution=32, batch_size=2, ngf=4, ndf=4,
+                                                               n_blocks=1), {"loop.amp": amp})
     trainer = mask2image.Mask2ImageTrainer(config, 3, DistEnv())
     batch = {"images": torch.rand(2, 3, 32, 32) * 2 - 1, "masks": (torch.rand(2, 1, 32, 32) > 0.5).float(),
              "labels": torch.tensor([0, 1])}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lesion_train import baselines, mask2image, pggan, plan
+from lesion_train import baselines, mask2image, pggan, plan, setup
 from lesion_train.distributed import DistEnv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -40,14 +40,15 @@ def test_pggan_schedule_rows():
 def test_conditional_pggan_is_planned_with_its_labels():
     config = tiny_pggan(**{"schedule.initial_resolution": 8, "loop.total_kimg": 1.0})
     plain = plan.plan(config)
-    conditional = plan.plan(pggan.apply_overrides(config, {"conditional": True}), num_classes=3)
+    conditional = plan.plan(setup.apply_overrides(config, {"conditional": True}), num_classes=3)
     assert conditional.params["G"] > plain.params["G"] and conditional.params["D"] > plain.params["D"]
     assert conditional.phases[0].flops_per_image > plain.phases[0].flops_per_image
 
 
 def test_mask2image_rows_follow_the_decay_and_the_local_only_stretch():
     config = mask2image.Mask2ImageConfig(arch="pix2pixhd", resolution=64, batch_size=2, ngf=4, ndf=4, n_blocks=1,
-                                         n_local_enhancers=1, fix_global_kimg=10.0, total_kimg=40.0)
+                                         n_local_enhancers=1, fix_global_kimg=10.0)
+    config = setup.apply_overrides(config, {"loop.total_kimg": 40.0})
     rows = plan.plan(config).phases
     assert [(p.kind, p.kimg_start, p.kimg_end) for p in rows] == [
         ("local only", 0.0, 10.0), ("constant", 10.0, 20.0), ("lr decay", 20.0, 40.0)]
@@ -107,7 +108,7 @@ def test_memory_components_and_half_precision_activations():
     assert fp32.saved_bytes > 0
     # At the D step's backward: weights, EMA, optimizer state, G's gradients and the saved activations.
     assert fp32.peak_bytes >= fp32.weight_bytes + fp32.ema_bytes + fp32.optimizer_bytes + fp32.saved_bytes
-    (bf16,) = plan.plan(pggan.apply_overrides(config, {"loop.amp": "bf16"})).phases
+    (bf16,) = plan.plan(setup.apply_overrides(config, {"loop.amp": "bf16"})).phases
     assert bf16.weight_bytes == fp32.weight_bytes and bf16.optimizer_bytes == fp32.optimizer_bytes
     assert bf16.saved_bytes < 0.8 * fp32.saved_bytes  # convolution inputs saved in half precision
     assert bf16.flops_per_image == fp32.flops_per_image
@@ -162,7 +163,7 @@ def test_apps_print_the_plan_and_exit_without_a_run(tmp_path, load_app, monkeypa
     assert "pggan 8 px, amp off, 2 device(s)" in out.output and " fade " in out.output
     assert "wall time at 100 TFLOPS" in out.output and "warning: 8 px stable" in out.output
     out = CliRunner().invoke(pggan_app, ["--arch", "dcgan", "--z-dim", "4", "--plan", "--plan-device-tflops", "-1"])
-    assert out.exit_code == 1 and "--plan-device-tflops must be positive" in out.output
+    assert out.exit_code == 2 and "Invalid value for '--plan-device-tflops'" in out.output
     out = CliRunner().invoke(load_app("mask2image_train").main,
                              ["--arch", "pix2pix", "--resolution", "32", "--ngf", "4", "--ndf", "4", "--batch", "2",
                               "--plan", "--plan-device-tflops", "10"])

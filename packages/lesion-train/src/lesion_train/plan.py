@@ -314,17 +314,10 @@ def _trace_step(recipe, batch: dict, phase: gan_loop.Phase, amp: str) -> dict:
 # Schedules.
 
 
-def _run_options(config):
-    """The shared loop options (amp, total_kimg): nested in ``loop`` or, for mask2image, flat."""
-    return getattr(config, "loop", config)
-
-
 def _meta_config(config, **fields):
     """``config`` for tracing: no fused kernels or compilation (neither exists on meta), AMP traced
     by ``_AutocastOnMeta`` rather than by autocast and the gradient scaler."""
-    if hasattr(config, "loop"):
-        return dataclasses.replace(config, loop=dataclasses.replace(config.loop, amp="off"), **fields)
-    return dataclasses.replace(config, amp="off", **fields)
+    return dataclasses.replace(config, loop=dataclasses.replace(config.loop, amp="off"), **fields)
 
 
 def _segments(bounds, total_kimg: float) -> list[tuple[float, float]]:
@@ -377,7 +370,7 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
         raise TypeError(f"no plan for {type(config).__name__}")
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    amp = _run_options(config).amp
+    amp = config.loop.amp
     if amp not in AMP_MODES:
         raise ValueError(f"amp {amp!r} is not one of {AMP_MODES}")
     classes = len(CLASS_NAMES) if num_classes is None else num_classes
@@ -396,7 +389,7 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
             phase = dataclasses.replace(recipe.phase(0), batch_size=config.batch_size - config.batch_size % world_size)
             phases = [(0.0, total, phase, "constant")]
         else:
-            name, total = f"mask2image-{config.arch}", _run_options(config).total_kimg
+            name, total = f"mask2image-{config.arch}", config.loop.total_kimg
             recipe = mask2image.Mask2ImageTrainer(
                 _meta_config(config, compile=False, vgg_weights=None, init_global=None), classes, env)
             phases = _mask2image_phases(config, recipe, total)
@@ -490,9 +483,6 @@ def format_plan(run: RunPlan, device_tflops: float | None = None, device_memory_
 
 def describe(config, devices: int = 1, device_tflops: float | None = None, device_memory_gib: float | None = None) -> str:
     """``format_plan(plan(config))``: what the apps' ``--plan`` prints."""
-    for name, value in (("--plan-device-tflops", device_tflops), ("--plan-device-memory", device_memory_gib)):
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be positive, got {value:g}")
     return format_plan(plan(config, world_size=devices), device_tflops, device_memory_gib)
 
 
