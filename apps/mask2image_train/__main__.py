@@ -33,16 +33,22 @@ OPTIONS = cli.ConfigOptions(
 @cli.command()
 @click.option("--resume", help="Run directory or snapshot directory to continue; its options are reused.")
 @cli.dry_run_option
+@cli.plan_options
 @OPTIONS
-def main(resume, dry_run, options):
+def main(resume, dry_run, plan, plan_devices, plan_device_tflops, plan_device_memory, options):
     """Train a mask-to-image GAN; prints the run directory and the final grid."""
     try:
         if resume:
             config = options.build(Mask2ImageConfig, load_run_config(resume, Mask2ImageConfig, {"loop.resume": resume}))
         else:
-            config = options.build(Mask2ImageConfig, Mask2ImageConfig() if "data" in options.given else DEMO)
+            # A plan is of the published networks, which a GPU run on real data trains.
+            published = "data" in options.given or plan
+            config = options.build(Mask2ImageConfig, Mask2ImageConfig() if published else DEMO)
         if dry_run:
             cli.print_config(config)
+            return
+        if plan:
+            cli.print_plan(config, plan_devices, plan_device_tflops, plan_device_memory)
             return
         result = train_mask2image(config)
     except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, ValueError, TypeError) as error:

@@ -264,7 +264,7 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
         labels = None
         if self.num_classes:
             labels = batch["labels"]
-            if bool((labels < 0).any()):
+            if not labels.is_meta and bool((labels < 0).any()):  # meta: shapes only (lesion_train.plan)
                 raise StoreError("conditional training needs a label for every image; the store has unknown (-1) labels")
         n = reals.shape[0]
 
