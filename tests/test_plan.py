@@ -145,7 +145,7 @@ def test_format_plan_prints_rows_totals_and_wall_times():
 def test_bad_arguments_are_one_line_errors():
     with pytest.raises(ValueError, match="world_size"):
         plan.plan(tiny_pggan(), world_size=0)
-    with pytest.raises(ValueError, match="no images per step"):
+    with pytest.raises(ValueError, match="cannot give each of"):
         plan.plan(tiny_dcgan(batch_size=2), world_size=4)
     with pytest.raises(TypeError, match="no plan"):
         plan.plan(object())

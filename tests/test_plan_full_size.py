@@ -67,5 +67,5 @@ def test_amp_and_several_devices_at_1024():
     _sane(run)
     assert run.phases[0].batch_per_device == 32 and run.phases[-1].batch_per_device == 1
     # v2-1gpu's 4 images per step at 512 and 1024 px do not divide over 8 devices.
-    with pytest.raises(ValueError, match="512 px: the minibatch gives 8 devices no images"):
+    with pytest.raises(ValueError, match="512 px: a minibatch of 4 images cannot give each of 8 devices"):
         plan.plan(pggan.preset("gpu", resolution=1024), world_size=8)

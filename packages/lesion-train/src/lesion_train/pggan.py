@@ -78,7 +78,8 @@ class PGGANSchedule:
         lod = max(lod, 0.0)
         resolution = 2 ** (int(math.log2(final_resolution)) - math.floor(lod))
         batch = self.minibatch.get(resolution, self.minibatch_base)
-        batch -= batch % world_size
+        if batch >= world_size:  # the official rounding; a smaller minibatch is left for the loop to refuse
+            batch -= batch % world_size
         if resolution in self.max_minibatch_per_gpu:
             batch = min(batch, self.max_minibatch_per_gpu[resolution] * world_size)
         lr = self.lr.get(resolution, self.lr_base)

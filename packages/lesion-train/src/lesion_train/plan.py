@@ -395,10 +395,7 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
             phases = _mask2image_phases(config, recipe, total)
         rows = []
         for start, end, phase, kind in phases:
-            per_device = phase.batch_size // world_size
-            if per_device < 1:
-                raise ValueError(f"{phase.resolution} px: the minibatch gives {world_size} devices no images per "
-                                 f"step (it needs at least one per device)")
+            per_device = gan_loop.per_device_batch(phase, world_size)
             res = phase.resolution
             batch = {"images": torch.empty(per_device, 3, res, res)}
             if isinstance(config, mask2image.Mask2ImageConfig):
