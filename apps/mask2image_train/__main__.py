@@ -16,6 +16,7 @@ import click
 
 from lesion_data.store import StoreError
 from lesion_models import PretrainedLoadError
+from lesion_models.pix2pixhd import UPSAMPLE_MODES
 from lesion_train import cli, runs
 from lesion_train.mask2image import ARCHS, Mask2ImageConfig, demo_overrides, train_mask2image
 from lesion_train.setup import apply_overrides, load_run_config
@@ -23,7 +24,8 @@ from lesion_train.setup import apply_overrides, load_run_config
 DEMO = apply_overrides(Mask2ImageConfig(), demo_overrides())
 OPTIONS = cli.ConfigOptions(
     Mask2ImageConfig, exclude=("resume",),
-    types={"arch": ARCHS, "gan_mode": ("lsgan", "vanilla", "hinge"), "vgg_weights": click.Path(exists=True, dir_okay=False)},
+    types={"arch": ARCHS, "gan_mode": ("lsgan", "vanilla", "hinge"), "upsample": UPSAMPLE_MODES,
+           "vgg_weights": click.Path(exists=True, dir_okay=False)},
     defaults_from=[Mask2ImageConfig(), DEMO], varying=lambda values: f"{values[0]}; demo without --data: {values[1]}",
 )
 
@@ -31,16 +33,22 @@ OPTIONS = cli.ConfigOptions(
 @cli.command()
 @click.option("--resume", help="Run directory or snapshot directory to continue; its options are reused.")
 @cli.dry_run_option
+@cli.plan_options
 @OPTIONS
-def main(resume, dry_run, options):
+def main(resume, dry_run, plan, plan_devices, plan_device_tflops, plan_device_memory, options):
     """Train a mask-to-image GAN; prints the run directory and the final grid."""
     try:
         if resume:
             config = options.build(Mask2ImageConfig, load_run_config(resume, Mask2ImageConfig, {"loop.resume": resume}))
         else:
-            config = options.build(Mask2ImageConfig, Mask2ImageConfig() if "data" in options.given else DEMO)
+            # A plan is of the published networks, which a GPU run on real data trains.
+            published = "data" in options.given or plan
+            config = options.build(Mask2ImageConfig, Mask2ImageConfig() if published else DEMO)
         if dry_run:
             cli.print_config(config)
+            return
+        if plan:
+            cli.print_plan(config, plan_devices, plan_device_tflops, plan_device_memory)
             return
         result = train_mask2image(config)
     except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, ValueError, TypeError) as error:

@@ -1,7 +1,8 @@
 """Train a progressive GAN: `uv run apps/pggan_train` (phantoms, 32 px, CPU preset) or
 `uv run apps/pggan_train --data STORE_OR_FOLDER --resolution 256 --preset gpu`; the DCGAN and
 LAPGAN baselines with `--arch dcgan|lapgan` (same loop, run directories and sampling app).
-Runs under `torchrun --standalone --nproc_per_node N` too. Prints the final grid's path."""
+Runs under `torchrun --standalone --nproc_per_node N` too. Prints the final grid's path; with `--plan`,
+the run's cost (FLOPs, memory per device, wall time) instead, in seconds and without training."""
 
 import click
 from lesion_data.store import StoreError
@@ -26,8 +27,9 @@ OPTIONS = cli.ConfigOptions(
 @click.option("--resume", type=click.Path(exists=True), default=None,
               help="Run directory (its newest snapshot) or snapshot to continue; its options are reused.")
 @cli.dry_run_option
+@cli.plan_options
 @OPTIONS
-def main(arch, preset, resume, dry_run, options):
+def main(arch, preset, resume, dry_run, plan, plan_devices, plan_device_tflops, plan_device_memory, options):
     try:
         arch = baselines.run_arch(resume) if resume else arch
         entry = ARCHITECTURES[arch]
@@ -41,6 +43,9 @@ def main(arch, preset, resume, dry_run, options):
             config = entry.preset(preset, given)
         if dry_run:
             cli.print_config(config)
+            return
+        if plan:
+            cli.print_plan(config, plan_devices, plan_device_tflops, plan_device_memory)
             return
         result = entry.train(config)
     except (StoreError, ResumeError, NonFiniteLossError, ValueError) as error:

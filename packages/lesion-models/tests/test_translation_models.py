@@ -11,6 +11,7 @@ from lesion_models.pix2pixhd import (
     Pix2PixHDConfig,
     Pix2PixHDGenerator,
     region_average,
+    up_block,
 )
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
@@ -30,6 +31,8 @@ TINY = {
     "pix2pixhd": lambda res: Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_blocks=1)),
     "ours": lambda res: Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_blocks=1, fusion=True, feat_num=3, feat_ngf=2)),
     "local": lambda res: Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_blocks=1, fusion=True, n_local_enhancers=1)),
+    "resize": lambda res: Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_blocks=1, fusion=True, n_local_enhancers=1,
+                                                             upsample="resize")),
     "pix2pix": lambda res: UNetGenerator(UNetGeneratorConfig(ngf=2, num_downs=res.bit_length() - 1)),
     "spade": lambda res: SPADEGenerator(SPADEGeneratorConfig(nf=2, hidden=4)),
 }
@@ -145,7 +148,24 @@ def test_feature_bank_gives_variations_and_is_seeded():
 def test_faithful_defaults():
     c = Pix2PixHDConfig()
     assert (c.ngf, c.n_downsampling, c.n_blocks, c.norm, c.n_blocks_local) == (64, 4, 9, "instance", 3)
+    assert c.upsample == "transpose"
     d = DiscriminatorConfig()
     assert (d.ndf, d.n_layers, d.num_D, d.norm) == (64, 3, 2, "instance")
     assert UNetGeneratorConfig().dropout == 0.5 and UNetGeneratorConfig().norm == "batch"
     assert SPADEGeneratorConfig().nf == 64 and spade_discriminator_config(8).spectral
+
+
+def test_resize_upsampling_has_no_checkerboard_on_a_flat_input():
+    # A flat feature map (a lesion's interior) through pix2pixHD's stride-2 transposed conv comes
+    # out with a period-2 pattern (odd and even pixels get different numbers of kernel taps); the
+    # resize-conv option treats every pixel alike.
+    torch.manual_seed(0)
+    flat = torch.ones(1, 8, 8, 8)
+    for mode, periodic in (("transpose", True), ("resize", False)):
+        up = up_block(8, 4, "none", mode)[:-1]  # without the ReLU
+        with torch.no_grad():
+            out = up(flat)[..., 2:-2, 2:-2]  # away from the border
+        assert out.shape[-1] == 12
+        assert (out.std((2, 3)) > 1e-3).all().item() is periodic
+    with pytest.raises(ValueError, match="upsample 'bilinear'"):
+        Pix2PixHDConfig(upsample="bilinear")

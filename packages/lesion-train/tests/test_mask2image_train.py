@@ -3,9 +3,10 @@ enhancer stages."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
-from lesion_data.labelmap import label_map
+from lesion_data.labelmap import label_map, one_hot_label_map
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 
 from lesion_train import runs
@@ -14,6 +15,8 @@ from lesion_train.mask2image import (
     ARCHS,
     Mask2ImageConfig,
     Mask2ImageTrainer,
+    build_networks,
+    fixed_grid_batch,
     label_input,
     lr_factor,
     train_mask2image,
@@ -147,3 +150,41 @@ def test_compiled_networks_give_eager_losses_and_gradients(tmp_path):
 
     for name in ("G", "D"):  # plain modules: no ``_orig_mod.`` prefixes from the compiled wrapper
         assert load_pretrained(run.final_snapshot / name).state_dict().keys() == trainers[0].models[name].state_dict().keys()
+
+
+def test_ours_upsamples_by_resize_conv_and_pix2pixhd_by_transposed_conv():
+    def decoder_layers(**options):
+        G, _ = build_networks(tiny(**options), 3)
+        return {type(m).__name__ for m in G.global_net.up.modules()}
+
+    assert "ConvTranspose2d" not in decoder_layers(arch="ours") and "Upsample" in decoder_layers(arch="ours")
+    assert "ConvTranspose2d" in decoder_layers(arch="pix2pixhd")  # NVIDIA's
+    assert "ConvTranspose2d" in decoder_layers(arch="ours", upsample="transpose")
+    with pytest.raises(ValueError, match="--upsample 'resize'"):
+        Mask2ImageConfig(arch="spade", upsample="resize")
+
+
+def test_runs_from_before_the_upsample_option_keep_transposed_convolutions():
+    old = Mask2ImageConfig.upgrade_options({"arch": "ours", "loop": {}})
+    assert old["upsample"] == "transpose"
+    assert "upsample" not in Mask2ImageConfig.upgrade_options({"arch": "spade", "loop": {}})
+
+
+def test_feature_bank_holds_current_encodings_of_every_class(tmp_path):
+    # Variations of one mask draw region features from the bank, so each class needs many distinct
+    # entries, all from the encoder saved with them (not the last minibatch's one or two).
+    run = train_mask2image(tiny(**{"loop.total_kimg": 0.004, "loop.run_root": str(tmp_path)}))
+    from lesion_data.store import PreparedStore
+    from lesion_models import load_pretrained
+
+    G = load_pretrained(run.final_snapshot / "G")
+    store = PreparedStore(runs.read_options(run.run_dir)["resolved"]["store"])
+    per_class = np.bincount(store.labels, minlength=3)
+    assert G.bank_count.tolist() == [len(store.labels), *per_class.tolist()]
+    for label, count in enumerate([len(store.labels), *per_class]):
+        entries = G.feature_bank[label, : min(count, G.config.feature_bank_size)]
+        assert len(torch.unique(entries, dim=0)) == len(entries)
+    batch = {k: v[:1] for k, v in fixed_grid_batch(store, tiny(), "cpu").items()}
+    onehot = one_hot_label_map(batch["masks"], batch["labels"], 3)
+    region = G.encoder(batch["images"], onehot)[0, :, onehot[0, 0] > 0][:, 0]  # the image's skin feature
+    assert any(torch.allclose(region, entry, atol=1e-5) for entry in G.feature_bank[0])

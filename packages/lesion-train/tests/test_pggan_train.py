@@ -270,3 +270,20 @@ def test_compiled_generator_gives_eager_gradients_and_compiles_once_per_stage(tm
     assert 0 < counters["stats"]["unique_graphs"] <= 6
     for name in ("G", "G_ema", "D"):  # plain modules: no ``_orig_mod.`` prefixes from the wrapper
         assert load_pretrained(run.final_snapshot / name).state_dict().keys() == recipes[0].models[name].state_dict().keys()
+
+
+def test_a_schedule_that_leaves_a_device_no_images_fails_before_the_first_step():
+    # The v2-1gpu schedule's 4 images per step at 512 px cannot be split over 8 devices; the loop
+    # must say so at the start of the run, not when the run reaches 512 px.
+    from lesion_train import gan_loop
+
+    class Schedule:
+        @staticmethod
+        def phase(nimg):
+            return PGGANSchedule().phase(nimg, final_resolution=512, world_size=8)
+
+    gan_loop.check_schedule(Schedule, 7800, 8)  # up to 256 px every device gets images
+    with pytest.raises(ValueError, match="512 px: a minibatch of 4 images cannot give each of 8 devices"):
+        gan_loop.check_schedule(Schedule, 9000, 8)
+    with pytest.raises(ValueError, match="minibatch of 6 images cannot give each of 4 devices"):
+        gan_loop.per_device_batch(gan_loop.Phase(32, 6, 1.0, 1.0, 1e-3, 1e-3), 4)

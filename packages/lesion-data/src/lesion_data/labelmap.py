@@ -26,7 +26,8 @@ def label_map(mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels = torch.as_tensor(labels, device=mask.device).long().view(-1, 1, 1)
     if labels.shape[0] != mask.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels for {mask.shape[0]} masks")
-    if (labels < 0).any():
+    # Meta tensors (shape-only tracing) have no values to check.
+    if not labels.is_meta and (labels < 0).any():
         raise ValueError("label maps need known diagnoses; got label -1 (unknown)")
     return torch.where(mask > 0.5, labels + 1, torch.zeros_like(labels))
 
@@ -34,7 +35,7 @@ def label_map(mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def one_hot_label_map(mask: torch.Tensor, labels: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
     """One-hot float (B, 1 + num_classes, H, W); channel 0 is background skin."""
     lm = label_map(mask, labels)
-    if int(lm.max()) > num_classes:
+    if not lm.is_meta and int(lm.max()) > num_classes:
         raise ValueError(f"label {int(lm.max()) - 1} out of range for {num_classes} classes")
     return torch.nn.functional.one_hot(lm, num_classes + 1).permute(0, 3, 1, 2).to(dtype)
 

@@ -186,6 +186,8 @@ class _StageMixin:
         self._stage, self._alpha = (log2, alpha < 1.0), alpha
 
     def _refresh_stage(self) -> None:
+        if self.stage_log2.is_meta:  # shapes only (lesion_train.plan): no stage to read; set_stage sets it
+            return
         self._set_cached_stage(int(self.stage_log2.item()), float(self.stage_alpha.item()))
 
     def set_stage(self, resolution: int, alpha: float = 1.0) -> None:

@@ -1,7 +1,8 @@
 """pix2pixHD (Wang et al. 2018) for lesion label maps, with the dermoscopy paper's fusion variant.
 
 - :class:`Pix2PixHDGenerator`: the global generator (7x7 front, ``n_downsampling`` stride-2
-  convs, ``n_blocks`` residual blocks, mirrored transposed convs, instance norm, reflect padding),
+  convs, ``n_blocks`` residual blocks, mirrored transposed convs, instance norm, reflect padding;
+  ``upsample="resize"`` replaces the transposed convs by resize-convs, a deviation, see up_block),
   optionally wrapped by ``n_local_enhancers`` local enhancers (each doubles the resolution with a
   ``ngf/2**k`` wide front end and ``n_blocks_local`` residual blocks, summed with the coarser
   generator's last features, as in pix2pixHD).
@@ -81,10 +82,21 @@ def down_block(cin: int, cout: int, norm: str) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), norm_layer(norm, cout), nn.ReLU(True))
 
 
-def up_block(cin: int, cout: int, norm: str) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1), norm_layer(norm, cout), nn.ReLU(True)
-    )
+UPSAMPLE_MODES = ("transpose", "resize")
+
+
+def up_block(cin: int, cout: int, norm: str, mode: str = "transpose") -> nn.Sequential:
+    """pix2pixHD's stride-2 3x3 transposed conv, or (``resize``) nearest-neighbour 2x upsampling and
+    a reflect-padded 3x3 conv (Odena et al. 2016). The transposed conv's kernel overlaps unevenly
+    (even output pixels get one tap per axis, odd ones two), which paints a period-2 colour
+    checkerboard over flat regions; resize-conv treats every output pixel alike."""
+    if mode == "transpose":
+        up = [nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1)]
+    elif mode == "resize":
+        up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+    else:
+        raise ValueError(f"unknown upsample {mode!r} ({', '.join(UPSAMPLE_MODES)})")
+    return nn.Sequential(*up, norm_layer(norm, cout), nn.ReLU(True))
 
 
 class ResnetBlock(nn.Module):
@@ -105,14 +117,17 @@ class GlobalGenerator(nn.Module):
     Returns the last ``ngf``-channel feature map; the owner adds the 7x7 output conv or, inside a
     local enhancer, sums it with the finer branch."""
 
-    def __init__(self, input_nc: int, ngf: int, n_downsampling: int, n_blocks: int, norm: str, fusion: bool):
+    def __init__(self, input_nc: int, ngf: int, n_downsampling: int, n_blocks: int, norm: str, fusion: bool,
+                 upsample: str = "transpose"):
         super().__init__()
         self.fusion = fusion
         self.front = nn.Sequential(*conv_block(input_nc, ngf, 7, norm))
         widths = [ngf * 2**i for i in range(n_downsampling + 1)]
         self.down = nn.ModuleList(down_block(widths[i], widths[i + 1], norm) for i in range(n_downsampling))
         self.blocks = nn.Sequential(*(ResnetBlock(widths[-1], norm) for _ in range(n_blocks)))
-        self.up = nn.ModuleList(up_block(widths[i + 1], widths[i], norm) for i in reversed(range(n_downsampling)))
+        self.up = nn.ModuleList(
+            up_block(widths[i + 1], widths[i], norm, upsample) for i in reversed(range(n_downsampling))
+        )
         if fusion:
             self.fuse = nn.ModuleList(
                 nn.Sequential(*conv_block(2 * widths[i], widths[i], 3, norm)) for i in reversed(range(n_downsampling))
@@ -135,10 +150,11 @@ class GlobalGenerator(nn.Module):
 class LocalEnhancer(nn.Module):
     """One pix2pixHD local enhancer level: front end at 2x resolution + residual blocks + upsampling."""
 
-    def __init__(self, input_nc: int, ngf: int, n_blocks: int, norm: str):
+    def __init__(self, input_nc: int, ngf: int, n_blocks: int, norm: str, upsample: str = "transpose"):
         super().__init__()
         self.down = nn.Sequential(*conv_block(input_nc, ngf, 7, norm), down_block(ngf, 2 * ngf, norm))
-        self.up = nn.Sequential(*(ResnetBlock(2 * ngf, norm) for _ in range(n_blocks)), up_block(2 * ngf, ngf, norm))
+        self.up = nn.Sequential(*(ResnetBlock(2 * ngf, norm) for _ in range(n_blocks)),
+                                up_block(2 * ngf, ngf, norm, upsample))
 
     def forward(self, x, coarse_features):
         return self.up(self.down(x) + coarse_features)
@@ -186,6 +202,14 @@ class Pix2PixHDConfig:
     feat_num: int = 0  # pix2pixHD instance feature encoder: 3 when enabled
     feat_ngf: int = 16
     feature_bank_size: int = 64
+    # "transpose" is pix2pixHD's; "resize" (nearest + 3x3 conv) is a deviation that removes the
+    # transposed convolutions' checkerboard (up_block). The feature encoder keeps pix2pixHD's
+    # transposed convs: its output is averaged over each region, so no pattern survives.
+    upsample: str = "transpose"
+
+    def __post_init__(self):
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"Pix2PixHDConfig.upsample {self.upsample!r} is not one of {UPSAMPLE_MODES}")
 
 
 @register
@@ -197,11 +221,12 @@ class Pix2PixHDGenerator(nn.Module, Pretrained):
         self.config = c = config
         input_nc = c.label_nc + int(c.boundary) + c.feat_num
         self.global_net = GlobalGenerator(
-            input_nc, c.ngf, c.n_downsampling, c.n_blocks, c.norm, c.fusion
+            input_nc, c.ngf, c.n_downsampling, c.n_blocks, c.norm, c.fusion, c.upsample
         )
         # Level k (k = 1..n) runs at 2**k times the global resolution, with ngf / 2**k channels.
         self.local_nets = nn.ModuleList(
-            LocalEnhancer(input_nc, c.ngf // 2**k, c.n_blocks_local, c.norm) for k in range(1, c.n_local_enhancers + 1)
+            LocalEnhancer(input_nc, c.ngf // 2**k, c.n_blocks_local, c.norm, c.upsample)
+            for k in range(1, c.n_local_enhancers + 1)
         )
         width = c.ngf // 2**c.n_local_enhancers
         self.to_rgb = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(width, c.output_nc, 7), nn.Tanh())

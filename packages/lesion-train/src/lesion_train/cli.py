@@ -161,6 +161,33 @@ def set_option(example: str) -> Callable:
                              "training_options.json). Repeatable.")
 
 
+_PLAN_OPTIONS = (
+    click.option("--plan", "plan", is_flag=True,
+                 help="Print the run's plan (per phase: FLOPs per image, memory per device; total FLOPs, wall "
+                      "time) and exit; nothing is trained or written (docs/gpu.md)."),
+    click.option("--plan-devices", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Devices (torchrun ranks) to plan for."),
+    click.option("--plan-device-tflops", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="One device's peak TFLOPS for the wall time (default: a table of common GPUs)."),
+    click.option("--plan-device-memory", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Device memory in GiB: warn about every phase that does not fit."),
+)
+
+
+def plan_options(function: Callable) -> Callable:
+    """``--plan``, ``--plan-devices``, ``--plan-device-tflops``, ``--plan-device-memory``."""
+    for option in reversed(_PLAN_OPTIONS):
+        function = option(function)
+    return function
+
+
+def print_plan(config, devices: int, device_tflops: float | None, device_memory_gib: float | None) -> None:
+    """What ``--plan`` prints for ``config`` (lesion_train.plan)."""
+    from lesion_train.plan import describe  # torch: only when a command runs
+
+    click.echo(describe(config, devices, device_tflops, device_memory_gib))
+
+
 def print_config(config) -> None:
     """A configuration (or a mapping of them) as ``training_options.json`` would hold it, on stdout."""
     from lesion_train.runs import to_jsonable  # torch: only when a command runs
@@ -428,4 +455,4 @@ def architectures() -> dict[str, Architecture]:
 
 __all__ = ["Architecture", "CONTEXT_SETTINGS", "CommaList", "Command", "ConfigOptions", "DEPRECATED",
            "Group", "NAMES", "Name", "Options", "Spec", "architectures", "command", "dry_run_option",
-           "field_comments", "group", "print_config", "set_option"]
+           "field_comments", "group", "plan_options", "print_config", "print_plan", "set_option"]

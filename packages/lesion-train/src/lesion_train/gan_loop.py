@@ -84,6 +84,22 @@ class Recipe(Protocol):
 BatchFactory = Callable[[int, int, int], Iterator[dict]]  # (resolution, per-rank batch, seed) -> batches
 
 
+def per_device_batch(phase: Phase, world_size: int) -> int:
+    """The images each device takes per step; a minibatch that leaves a device none, or does not
+    divide over the devices, is a one-line error naming the resolution."""
+    if phase.batch_size < world_size or phase.batch_size % world_size:
+        raise ValueError(f"{phase.resolution} px: a minibatch of {phase.batch_size} images cannot give each of "
+                         f"{world_size} devices the same number (at least one)")
+    return phase.batch_size // world_size
+
+
+def check_schedule(recipe: Recipe, total_kimg: float, world_size: int) -> None:
+    """Every phase of the run, checked with :func:`per_device_batch` before the first step: a schedule
+    whose high resolutions cannot run on this many devices fails at the start, not hours in."""
+    for kimg in [*range(math.ceil(total_kimg)), total_kimg]:
+        per_device_batch(recipe.phase(int(kimg * 1000)), world_size)
+
+
 def average_gradients(parameters, env: DistEnv) -> None:
     """Mean of the gradients over ranks, one flattened all-reduce (no-op in a single process)."""
     if not env.distributed:
@@ -254,6 +270,7 @@ def train(
             return runs.save_image_grid(generate_grid(recipe.models["G_ema"], grid_z, grid_labels), path)
 
     total_nimg = int(config.total_kimg * 1000)
+    check_schedule(recipe, config.total_kimg, env.world_size)
     data_key, data_seed, data_iter = None, None, None
     final_grid = final_snapshot = None
     bar = tqdm(total=round(max(config.total_kimg, nimg / 1000), 3), initial=round(nimg / 1000, 3), unit="kimg", disable=not env.is_main,
@@ -275,9 +292,7 @@ def train(
     try:
         while nimg < total_nimg:
             phase = recipe.phase(nimg)
-            if phase.batch_size % env.world_size:
-                raise ValueError(f"minibatch {phase.batch_size} does not divide over {env.world_size} ranks")
-            per_rank = phase.batch_size // env.world_size
+            per_rank = per_device_batch(phase, env.world_size)
             if (phase.resolution, per_rank) != data_key:
                 data_key = (phase.resolution, per_rank)
                 resumed = saved_data is not None and tuple(saved_data["key"]) == data_key

@@ -25,7 +25,8 @@ step); each step is its own phase, so the learning rate decays step by step.
 
 Deviations: pix2pixHD's batch size is 1 (we default to 8 for throughput; instance norm makes the
 result per-image anyway); "ours" enables the instance feature encoder (feat_num 3) so that
-``--variations`` works; the CPU demo profile (no ``--data``) narrows the networks.
+``--variations`` works, and upsamples by resize-conv instead of transposed convolutions (no
+checkerboard; ``upsample``, docs/mask2image.md); the CPU demo profile (no ``--data``) narrows the networks.
 """
 
 from __future__ import annotations
@@ -37,11 +38,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from lesion_data.labelmap import boundary_map, label_map, one_hot_label_map
 from lesion_metrics.losses import translation as losses
 from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
-from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
+from lesion_models.pix2pixhd import (
+    UPSAMPLE_MODES,
+    DiscriminatorConfig,
+    MultiscaleDiscriminator,
+    Pix2PixHDConfig,
+    Pix2PixHDGenerator,
+)
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 
 from lesion_train import gan_loop, runs, setup
@@ -62,12 +70,14 @@ class ArchDefaults:
     betas: tuple[float, float]
     d_loss_scale: float
     feat_num: int  # pix2pixHD's instance feature encoder channels (0 = none)
+    upsample: str | None = None  # pix2pixHD decoders: "transpose" (NVIDIA's) or "resize"; None: no choice
 
 
 def _pix2pixhd_networks(config: Mask2ImageConfig, label_nc: int, fusion: bool):
     G = Pix2PixHDGenerator(Pix2PixHDConfig(
         label_nc=label_nc, ngf=config.ngf, n_blocks=config.n_blocks, fusion=fusion,
-        n_local_enhancers=config.n_local_enhancers, feat_num=config.resolved("feat_num")))
+        n_local_enhancers=config.n_local_enhancers, feat_num=config.resolved("feat_num"),
+        upsample=config.resolved("upsample")))
     d_config = DiscriminatorConfig(input_nc=label_nc + 1 + 3, ndf=config.ndf, n_layers=config.n_layers_d,
                                    num_D=config.num_d or (3 if config.resolution >= 1024 else 2))
     return G, d_config
@@ -96,9 +106,11 @@ class ArchSpec:
 
 
 ARCH_SPECS = {
-    "ours": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=3),
+    "ours": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=3,
+                                   upsample="resize"),
                      functools.partial(_pix2pixhd_networks, fusion=True), local_enhancer=True),
-    "pix2pixhd": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0),
+    "pix2pixhd": ArchSpec(ArchDefaults("lsgan", 10.0, None, "sum", 0.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0,
+                                        upsample="transpose"),
                           functools.partial(_pix2pixhd_networks, fusion=False), local_enhancer=True),
     "pix2pix": ArchSpec(ArchDefaults("vanilla", 0.0, None, "sum", 100.0, 2e-4, 2e-4, (0.5, 0.999), 0.5, feat_num=0),
                         _pix2pix_networks),
@@ -125,6 +137,7 @@ class Mask2ImageConfig:
     num_d: int | None = None  # 2, or 3 at 1024 px
     feat_num: int | None = None  # ours: 3, others: 0 (ARCH_SPECS)
     n_local_enhancers: int = 0
+    upsample: str | None = None  # pix2pixHD decoders: ours "resize", pix2pixhd "transpose" (NVIDIA's) (ARCH_SPECS)
     init_global: str | None = None  # a trained global Pix2PixHDGenerator dir for the local enhancer
     fix_global_kimg: float = 0.0  # train only the local enhancer this long first (pix2pixHD niter_fix_global)
     # Losses / optimisation (None = per-arch default from ARCH_SPECS).
@@ -152,6 +165,10 @@ class Mask2ImageConfig:
         if self.n_local_enhancers and not ARCH_SPECS[self.arch].local_enhancer:
             with_enhancer = "|".join(name for name, spec in ARCH_SPECS.items() if spec.local_enhancer)
             raise ValueError(f"the local enhancer exists for --arch {with_enhancer} only")
+        if self.upsample is not None and (ARCH_SPECS[self.arch].defaults.upsample is None
+                                          or self.upsample not in UPSAMPLE_MODES):
+            with_choice = "|".join(name for name, spec in ARCH_SPECS.items() if spec.defaults.upsample)
+            raise ValueError(f"--upsample {self.upsample!r}: one of {UPSAMPLE_MODES}, for --arch {with_choice} only")
 
     def resolved(self, name: str):
         """Option ``name``, or the arch's published default when unset."""
@@ -160,10 +177,13 @@ class Mask2ImageConfig:
 
     @staticmethod
     def upgrade_options(options: dict) -> dict:
-        """Options of a run from before the nested ``loop``: its run fields move into ``loop``."""
+        """Older shapes of a run's options: run fields before the nested ``loop`` move into it, and a
+        pix2pixHD-family run from before ``upsample`` keeps the transposed convolutions it trained with."""
+        options = dict(options)
+        if options.get("arch") in ("ours", "pix2pixhd"):
+            options.setdefault("upsample", "transpose")
         if "loop" in options:
             return options
-        options = dict(options)
         loop = {new: options.pop(old) for old, new in _FLAT_LOOP_FIELDS.items() if old in options}
         loop["cpu_threads"] = loop.get("cpu_threads") or 0  # None was torch's default; 0 = idle cores
         loop["name"] = loop.get("name") or ""
@@ -257,8 +277,9 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         self.models = {"G": self.G, "D": self.D}
         # The step calls the networks through these; ``models`` keeps the plain modules for snapshots.
         self.G_train, self.D_train = (torch.compile(m) if config.compile else m for m in (self.G, self.D))
-        self.train_global, self.last_batch = True, None
+        self.train_global = True
         self.grid_batch: dict[str, torch.Tensor] | None = None  # set by train_mask2image from the store
+        self.bank_source: tuple | None = None  # (store, indices) the feature bank is refilled from
 
     def _load_global(self, directory: Path) -> None:
         """pix2pixHD's second stage: start the global part from a trained global generator."""
@@ -289,14 +310,14 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         (self.train_global,) = phase.key
 
     def train_step(self, batch: dict[str, torch.Tensor], phase: gan_loop.Phase) -> dict[str, torch.Tensor]:
-        self.last_batch = batch
         return self.step(batch, train_global=self.train_global)
 
     def render_grid(self, path: Path) -> Path:
         """label map | real | synthesized for the fixed ``grid_batch``."""
-        batch = self.last_batch
-        if getattr(self.G.config, "feat_num", 0) and batch is not None:  # region features for synthesis
-            self.G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], self.num_classes))
+        if self.bank_source is not None:  # region features for synthesis, from the encoder of this tick
+            store, indices = self.bank_source
+            refill_feature_bank(self.G, store, indices, self.config.resolution, self.num_classes, self.env.device,
+                                self.config.batch_size)
         return draw_grid(self.G, self.grid_batch, self.num_classes, path, self.config.loop.seed)
 
     def resolved_options(self) -> dict:
@@ -337,14 +358,35 @@ class Mask2ImageTrainer(TwoPlayerOptim):
         return {k: v.detach().float() for k, v in terms.items()}
 
 
+def store_batch(store, indices, resolution: int, device) -> dict[str, torch.Tensor]:
+    """Images ``indices`` (ascending) of the store, unaugmented, as a training batch."""
+    images = runs.from_uint8(store.images(resolution)[indices])
+    masks = torch.from_numpy(store.masks(resolution)[indices]).unsqueeze(1).float()
+    labels = torch.from_numpy(store.labels[indices])
+    return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}
+
+
 def fixed_grid_batch(store, config: Mask2ImageConfig, device) -> dict[str, torch.Tensor]:
     """The first ``loop.grid_size`` images of the store (unaugmented): the same in every tick and resume."""
-    n = min(config.loop.grid_size, len(store))
-    res = config.resolution
-    images = runs.from_uint8(store.images(res)[:n])
-    masks = torch.from_numpy(store.masks(res)[:n].copy()).unsqueeze(1).float()
-    labels = torch.from_numpy(store.labels[:n].copy())
-    return {"images": images.to(device), "masks": masks.to(device), "labels": labels.to(device)}
+    return store_batch(store, np.arange(min(config.loop.grid_size, len(store))), config.resolution, device)
+
+
+def feature_bank_indices(labels: np.ndarray, size: int) -> np.ndarray:
+    """A fixed, class-balanced sample for the feature bank: the first ``size`` images of each class."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == k)[:size] for k in np.unique(labels)]))
+
+
+@torch.no_grad()
+def refill_feature_bank(G: Pix2PixHDGenerator, store, indices: np.ndarray, resolution: int, num_classes: int,
+                        device, batch_size: int) -> None:
+    """Empty the bank and encode the images ``indices`` with G's current encoder: every entry comes
+    from the encoder that is saved with it, and each lesion class gets up to ``feature_bank_size``
+    entries (the last minibatch alone holds one or two per class, and every variation of a mask
+    would draw the same lesion feature)."""
+    G.bank_count.zero_()
+    for start in range(0, len(indices), batch_size):
+        batch = store_batch(store, indices[start : start + batch_size], resolution, device)
+        G.update_feature_bank(batch["images"], one_hot_label_map(batch["masks"], batch["labels"], num_classes))
 
 
 @torch.no_grad()
@@ -371,6 +413,8 @@ def train_mask2image(config: Mask2ImageConfig) -> gan_loop.RunResult:
                              "label maps need one for every image")
         trainer = Mask2ImageTrainer(config, len(store.class_names), env)
         trainer.grid_batch = fixed_grid_batch(store, config, env.device)
+        if getattr(trainer.G.config, "feat_num", 0):
+            trainer.bank_source = (store, feature_bank_indices(store.labels, trainer.G.config.feature_bank_size))
         if env.is_main and not config.vgg_weights:
             print("mask2image: VGG19 perceptual loss is off (give --vgg-weights FILE to enable it)", file=sys.stderr)
         return trainer

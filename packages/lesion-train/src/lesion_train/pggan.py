@@ -78,7 +78,8 @@ class PGGANSchedule:
         lod = max(lod, 0.0)
         resolution = 2 ** (int(math.log2(final_resolution)) - math.floor(lod))
         batch = self.minibatch.get(resolution, self.minibatch_base)
-        batch -= batch % world_size
+        if batch >= world_size:  # the official rounding; a smaller minibatch is left for the loop to refuse
+            batch -= batch % world_size
         if resolution in self.max_minibatch_per_gpu:
             batch = min(batch, self.max_minibatch_per_gpu[resolution] * world_size)
         lr = self.lr.get(resolution, self.lr_base)
@@ -264,7 +265,7 @@ class PGGANRecipe(gan_loop.TwoPlayerOptim):
         labels = None
         if self.num_classes:
             labels = batch["labels"]
-            if bool((labels < 0).any()):
+            if not labels.is_meta and bool((labels < 0).any()):  # meta: shapes only (lesion_train.plan)
                 raise StoreError("conditional training needs a label for every image; the store has unknown (-1) labels")
         n = reals.shape[0]
 
