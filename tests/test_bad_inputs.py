@@ -27,6 +27,7 @@ from PIL import Image
 
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
+from lesion_train import pggan, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +79,51 @@ CASES = [
     Case("db-below-a-file/turing_test", "turing_test",
          ("serve", "--real", "{images}", "--synthetic", "{images}", "--n", "2", "--db", "{a_file}/s.sqlite", "--port", "0"),
          r"a_file: not a folder$"),
+    # output paths, checked before any work
+    Case("out-is-a-file/pggan_sample", "pggan_sample", ("{pggan_ok}", "--out", "{a_file}"),
+         r"a_file: exists and is not a folder \(--out .*a_file\)$"),
+    Case("out-is-a-file/pggan_train", "pggan_train", ("--out", "{a_file}", "--threads", "1"),
+         r"a_file: exists and is not a folder \(--out .*a_file\)$", slow=True),
+    Case("out-below-a-file/pggan_train", "pggan_train", ("--out", "{a_file}/runs", "--threads", "1"),
+         r"a_file: exists and is not a folder \(--out .*a_file/runs\)$", slow=True),
+    Case("json-is-a-folder/evaluate", "evaluate",
+         ("{images}", "{images}", "--json", "{existing_out}", "--metrics", "swd", "--threads", "1"),
+         r"existing_out: is a folder; --json takes a file name$"),
+    Case("report-is-a-file/evaluate", "evaluate",
+         ("{images}", "{images}", "--report", "{a_file}", "--metrics", "swd", "--threads", "1"),
+         r"a_file: exists and is not a folder \(--report .*a_file\)$", slow=True),
+    # training lengths
+    Case("kimg-zero/pggan_train", "pggan_train", ("--kimg", "0", "--out", "{new_out}"), r"--kimg must be positive, got 0$"),
+    Case("kimg-negative/pggan_train", "pggan_train", ("--kimg", "-2", "--out", "{new_out}"),
+         r"--kimg must be positive, got -2$", slow=True),
+    Case("tick-kimg-zero/pggan_train", "pggan_train", ("--tick-kimg", "0", "--out", "{new_out}"),
+         r"--tick-kimg must be positive, got 0$", slow=True),
+    Case("tick-kimg-zero/mask2image_train", "mask2image_train", ("--tick-kimg", "0", "--out", "{new_out}"),
+         r"--tick-kimg must be positive, got 0$", slow=True),
+    Case("kimg-zero/segmenter_train", "segmenter_train", ("--kimg", "0", "--out", "{new_out}"),
+         r"--kimg must be positive, got 0$", slow=True),
+    # a dataset folder with bad files: named, and the way to leave them out is prepare_data's
+    Case("bad-data/pggan_train", "pggan_train", ("--data", "{junk_data}", "--out", "{new_out}", "--threads", "1"),
+         r"2 bad input file\(s\) in .*junk_data: .*bad0\.png: unreadable image.*bad1\.jpg: unreadable image.*"
+         r"`apps/prepare_data .*junk_data STORE --resolution 32 --skip-bad`", ("pass --skip-bad",)),
+    # a model directory without its config.json is not a folder of images
+    Case("model-without-config/evaluate", "evaluate", ("{pggan_no_config}", "{images}", "--metrics", "swd"),
+         r"pggan_no_config: a model or snapshot directory without its config\.json \(.*config\.json is missing\)$"),
+    Case("config-wrong-type/evaluate", "evaluate", ("{pggan_bad_type}", "{images}", "--metrics", "swd"),
+         r'pggan_bad_type/config\.json: PGGANConfig\.resolution is "sixteen", expected int$', slow=True),
+    # resume when no snapshot of the run loads
+    Case("resume-truncated/pggan_train", "pggan_train", ("--resume", "{run_truncated}", "--threads", "1"),
+         r"run_truncated/snapshots/\d{6}\.\d{3}/D/model\.safetensors: unreadable or truncated", slow=True),
+    # every architecture's configuration is checked before any trains
+    Case("arch-config/compare_unconditional", "compare_unconditional", ("--resolution", "16", "--out", "{new_out}"),
+         r"dcgan: DCGANConfig\.resolution must be a power of two in 32\.\.256, got 16$", slow=True),
+    # weight files that would run code when unpickled: refused without PyTorch's weights_only advice
+    Case("malicious-inception-weights/evaluate", "evaluate",
+         ("{images}", "{images}", "--inception-weights", "{evil_pt}", "--metrics", "fid", "--threads", "1"),
+         r"evil\.pt: not a readable weight file \(holds Python objects other than tensors \(\S*system\); refused"),
+    Case("malicious-vgg-weights/mask2image_train", "mask2image_train",
+         ("--vgg-weights", "{evil_pt}", "--out", "{new_out}", "--phantoms", "8", "--resolution", "32", "--kimg", "0.008"),
+         r"evil\.pt: unreadable VGG19 weights \(holds Python objects other than tensors", slow=True),
 ]
 
 
@@ -99,16 +145,44 @@ def _edit_config(directory: Path, **changes) -> None:
     path.write_text(json.dumps(payload))
 
 
+def tiny_pggan(run_root: Path, **overrides):
+    """An 8 px PGGAN on 64 phantoms: one 0.016 kimg tick per snapshot."""
+    return pggan.preset("cpu", **{
+        "resolution": 8, "phantom_count": 64, "fmap_base": 32, "fmap_max": 8, "z_dim": 8,
+        "schedule.initial_resolution": 8, "schedule.minibatch_base": 8, "schedule.tick_kimg_base": 0.016,
+        "loop.total_kimg": 0.016, "loop.minibatch_repeats": 2, "loop.snapshot_ticks": 1, "loop.grid_size": 4,
+        "loop.run_root": str(run_root), "loop.cpu_threads": 1, **overrides})
+
+
+def _truncated_run(path: Path) -> None:
+    """A run whose only snapshot has a truncated D."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LESION_GAN_CACHE", str(path.parent / "cache"))
+        run = pggan.train_pggan(tiny_pggan(path.parent / "tmp_runs")).run_dir
+    run.rename(path)
+    (path.parent / "tmp_runs").rmdir()
+    weights = runs.latest_snapshot(path) / "D" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    pggan = PGGANGenerator(PGGANConfig(resolution=8, fmap_base=16, fmap_max=8, z_dim=8))
+    generator = PGGANGenerator(PGGANConfig(resolution=8, fmap_base=16, fmap_max=8, z_dim=8))
     for name, changes in (("pggan_bad_type", {"resolution": "sixteen"}), ("pggan_unknown_key", {"resolutoin": 8}),
                           ("pggan_bad_value", {"resolution": 12})):
-        pggan.save_pretrained(root / name)
+        generator.save_pretrained(root / name)
         _edit_config(root / name, **changes)
+    generator.save_pretrained(root / "pggan_ok")
+    generator.save_pretrained(root / "pggan_no_config")
+    (root / "pggan_no_config" / "config.json").unlink()
+    torch.save({"weights": _RunsCode()}, root / "evil.pt")
+    (root / "junk_data").mkdir()
+    (root / "junk_data" / "bad0.png").write_bytes(b"not a png")
+    (root / "junk_data" / "bad1.jpg").write_bytes(b"not a jpeg")
+    _truncated_run(root / "run_truncated")
     m2i = Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_downsampling=1, n_blocks=1))
     m2i.save_pretrained(root / "m2i")
     m2i.save_pretrained(root / "m2i_bad_type")
@@ -148,8 +222,8 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def run_case(case: Case, root: Path) -> subprocess.CompletedProcess:
-    args = [arg.format(**{p.name: p for p in root.iterdir()}, new_db=root / "new" / "s.sqlite",
-                       prepared_out=root / "prepared") for arg in case.args]
+    args = [arg.format(**{p.name.replace(".", "_"): p for p in root.iterdir()}, new_db=root / "new" / "s.sqlite",
+                       new_out=root / "new" / "out", prepared_out=root / "prepared") for arg in case.args]
     env = {**os.environ, "LESION_GAN_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / "apps" / case.app), *args], capture_output=True, text=True,
                           env=env, cwd=root, timeout=300)
@@ -168,6 +242,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, corpus):
     after = _tree(corpus)
     assert {k: v for k, v in after.items() if k in before} == before, "files written before the run changed"
     assert not (corpus / "new").exists() and not (corpus / "prepared").exists()
+    assert not [k for k in after if ".tmp-" in k], "temporary files left behind"
 
 
 class _RunsCode:
@@ -176,8 +251,6 @@ class _RunsCode:
 
 
 def test_malicious_training_state_is_refused_without_advice(tmp_path):
-    from lesion_train import runs
-
     snapshot = tmp_path / "snapshots" / "000000"
     snapshot.mkdir(parents=True)
     torch.save({"nimg": 0, "recipe": _RunsCode()}, snapshot / runs.STATE_NAME)
