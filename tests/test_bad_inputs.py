@@ -17,6 +17,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lesion_models import load_pretrained
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_train import pggan, runs
@@ -296,3 +298,103 @@ def test_mask_deform_output_feeds_mask2image_synthesize(corpus, tmp_path):
     assert synth.returncode == 0, synth.stderr
     assert sorted(p.name for p in (tmp_path / "synth" / "images").iterdir()) == [
         f"good__d{k}__nevus__v0.png" for k in range(3)]
+
+
+def test_resume_skips_an_unreadable_newest_snapshot_and_says_so(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(corpus / "cache"))  # its phantoms are prepared already
+    run = pggan.train_pggan(tiny_pggan(tmp_path / "runs", **{"loop.total_kimg": 0.048})).run_dir
+    names = [p.name for p in runs.list_snapshots(run)]
+    assert names == ["000000.016", "000000.032", "000000.048"]
+    for name in names[1:]:
+        weights = run / "snapshots" / name / "D" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    result = pggan.train_pggan(pggan.apply_overrides(pggan.load_run_config(run), {"loop.resume": str(run)}))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("resume:")]
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "skipping snapshot 000000.048", "skipping snapshot 000000.032", "from snapshot 000000.016"]
+    assert all("D/model.safetensors: unreadable or truncated" in line for line in lines[:2])
+    # Training went on from 0.016 kimg and wrote the two snapshots again, readable this time.
+    assert result.kimg == 0.048 and [p.name for p in runs.list_snapshots(run)] == names
+    for name in names:
+        load_pretrained(run / "snapshots" / name / "D")
+
+
+KILLED_WRITER = """
+import json, os, shutil, sys, time
+from pathlib import Path
+import torch
+from lesion_train import pggan
+
+options, marker, stage = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), sys.argv[3]
+
+
+def hang():
+    marker.write_text(stage)
+    time.sleep(600)
+
+
+if stage == "write":  # the third snapshot's training state: half written, then the process is killed
+    save, calls = torch.save, []
+
+    def slow_save(obj, handle, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            handle.write(b"partial")
+            handle.flush()
+            hang()
+        return save(obj, handle, *args, **kwargs)
+
+    torch.save = slow_save
+else:  # "delete": killed while replace_directory deletes the snapshot a new one replaced
+    rmtree = shutil.rmtree
+
+    def slow_rmtree(path, *args, **kwargs):
+        if ".old-" in Path(path).name:
+            rmtree(Path(path) / "D")
+            hang()
+        return rmtree(path, *args, **kwargs)
+
+    shutil.rmtree = slow_rmtree
+pggan.train_pggan(pggan.PGGANTrainConfig(**options))
+"""
+
+
+def _run_until_hung(options: dict, stage: str, tmp_path: Path) -> None:
+    """Run KILLED_WRITER until it hangs at ``stage``, then SIGKILL it."""
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    marker = tmp_path / f"{stage}.marker"
+    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "options.json"), str(marker), stage],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1200):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no hang within 120 s"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+@pytest.mark.slow
+def test_sigkill_while_writing_a_snapshot_leaves_nothing_after_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path / "cache"))
+    config = tiny_pggan(tmp_path / "runs", **{"loop.total_kimg": 0.064})
+    _run_until_hung(runs.to_jsonable(config), "write", tmp_path)
+    (run,) = (tmp_path / "runs").iterdir()
+    snapshots = run / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir())[0].startswith(".000000.048.tmp-")
+    # A second run resumes from an older snapshot, so its next snapshot replaces one: killed mid-delete.
+    resumed = runs.to_jsonable(pggan.apply_overrides(config, {"loop.resume": str(snapshots / "000000.016")}))
+    _run_until_hung(resumed, "delete", tmp_path)
+    assert any(".000000.032.old-" in p.name for p in snapshots.iterdir())
+    result = pggan.train_pggan(pggan.apply_overrides(config, {"loop.resume": str(run)}))
+    assert result.kimg == 0.064
+    assert sorted(p.name for p in snapshots.iterdir()) == ["000000.016", "000000.032", "000000.048", "000000.064"]
+    for snapshot in runs.list_snapshots(run):
+        assert runs.load_training_state(snapshot)["nimg"] == round(float(snapshot.name) * 1000)
+        for name in ("G_ema", "G", "D"):
+            load_pretrained(snapshot / name)
