@@ -284,22 +284,6 @@ def test_contact_sheets_in_an_output_folder_are_not_read_as_images(corpus, tmp_p
     assert read_mask_folder(masks, 8)[0] == ["a__d0"]
 
 
-@pytest.mark.slow
-def test_mask_deform_output_feeds_mask2image_synthesize(corpus, tmp_path):
-    """The README chain: deformed masks (with their preview.png) straight into synthesis."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    deform = subprocess.run([sys.executable, str(ROOT / "apps/mask_deform"), str(corpus / "masks" / "good.png"), "--n", "3",
-                             "--out", str(tmp_path / "new_masks")], capture_output=True, text=True, env=env, timeout=300)
-    assert deform.returncode == 0, deform.stderr
-    assert (tmp_path / "new_masks" / "preview.png").is_file()
-    synth = subprocess.run([sys.executable, str(ROOT / "apps/mask2image_synthesize"), str(corpus / "m2i"), "--masks",
-                            str(tmp_path / "new_masks"), "--class", "nevus", "--out", str(tmp_path / "synth"),
-                            "--resolution", "16"], capture_output=True, text=True, env=env, timeout=300)
-    assert synth.returncode == 0, synth.stderr
-    assert sorted(p.name for p in (tmp_path / "synth" / "images").iterdir()) == [
-        f"good__d{k}__nevus__v0.png" for k in range(3)]
-
-
 def test_resume_skips_an_unreadable_newest_snapshot_and_says_so(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LESION_GAN_CACHE", str(corpus / "cache"))  # its phantoms are prepared already
     run = pggan.train_pggan(tiny_pggan(tmp_path / "runs", **{"loop.total_kimg": 0.048})).run_dir
