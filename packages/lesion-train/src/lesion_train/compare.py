@@ -47,7 +47,7 @@ class CompareConfig:
     preset: str = "cpu"  # cpu | gpu, for all three
     archs: tuple[str, ...] = ARCHS  # subset of pggan, dcgan, lapgan
     metrics: tuple[str, ...] = DEFAULT_METRICS
-    n: int = 1000  # generated images per model for the metrics (and at most this many real ones); see above
+    n: int = 1000  # generated images per model for the metrics (and at most this many real ones)
     phantom_count: int = 2000
     out: str = "runs/compare"
     device: str = "auto"
@@ -83,6 +83,19 @@ def train_config(config: CompareConfig, arch: str):
         phase = config.budget_kimg / (2 * grow + 2 / 3)
         train = setup.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
     return train
+
+
+def train_configs(config: CompareConfig) -> dict:
+    """Every architecture's training config, each with its networks' config built, so that an
+    option one of them cannot take fails before any of them trains."""
+    configs = {}
+    for arch in config.archs:
+        try:
+            train = configs[arch] = train_config(config, arch)
+            train.network_config(0) if arch == "pggan" else train.network_config()
+        except ValueError as error:
+            raise ValueError(f"{arch}: {error}") from None
+    return configs
 
 
 def _finished_run(config: CompareConfig, arch: str) -> Path | None:
@@ -165,7 +178,8 @@ def format_markdown(rows: list[dict]) -> str:
 def compare(config: CompareConfig) -> dict:
     """Train (or reuse) and evaluate every architecture; write ``table.md``, ``results.json`` and
     ``comparison.png`` into ``config.out``; return the JSON document."""
-    out = Path(config.out)
+    train_configs(config)
+    out = runs.check_output_folder(config.out)
     out.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)
@@ -181,7 +195,8 @@ def compare(config: CompareConfig) -> dict:
         if int(G.resolution) != config.resolution:
             raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
         records = evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path), metrics=config.metrics,
-                                          n=config.n, seed=config.seed, device=config.device, progress=config.progress))
+                                          n=config.n, seed=config.seed, device=config.device, progress=config.progress,
+                                          threads=config.cpu_threads))
         results, notes, intervals, flags = {}, [], {}, {}
         counts = {"num_real": records[0]["num_real"], "num_fake": records[0]["num_fake"]} if records else {}
         for record in records:
@@ -203,4 +218,4 @@ def compare(config: CompareConfig) -> dict:
     return document
 
 
-__all__ = ["ARCHS", "DEFAULT_METRICS", "CompareConfig", "compare", "train_config", "format_markdown", "write_figure"]
+__all__ = ["ARCHS", "DEFAULT_METRICS", "CompareConfig", "compare", "train_config", "train_configs", "format_markdown", "write_figure"]
