@@ -17,6 +17,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -25,8 +26,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lesion_models import load_pretrained
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
+from lesion_train import pggan, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +81,52 @@ CASES = [
     Case("db-below-a-file/turing_test", "turing_test",
          ("serve", "--real", "{images}", "--synthetic", "{images}", "--n", "2", "--db", "{a_file}/s.sqlite", "--port", "0"),
          r"a_file: not a folder$"),
+    # output paths, checked before any work
+    Case("out-is-a-file/pggan_sample", "pggan_sample", ("{pggan_ok}", "--out", "{a_file}"),
+         r"a_file: exists and is not a folder \(--out .*a_file\)$"),
+    Case("out-is-a-file/pggan_train", "pggan_train", ("--out", "{a_file}", "--threads", "1"),
+         r"a_file: exists and is not a folder \(--out .*a_file\)$", slow=True),
+    Case("out-below-a-file/pggan_train", "pggan_train", ("--out", "{a_file}/runs", "--threads", "1"),
+         r"a_file: exists and is not a folder \(--out .*a_file/runs\)$", slow=True),
+    Case("json-is-a-folder/evaluate", "evaluate",
+         ("{images}", "{images}", "--json", "{existing_out}", "--metrics", "swd", "--threads", "1"),
+         r"existing_out: is a folder; --json takes a file name$"),
+    Case("report-is-a-file/evaluate", "evaluate",
+         ("{images}", "{images}", "--report", "{a_file}", "--metrics", "swd", "--threads", "1"),
+         r"a_file: exists and is not a folder \(--report .*a_file\)$", slow=True),
+    # training lengths
+    Case("kimg-zero/pggan_train", "pggan_train", ("--kimg", "0", "--out", "{new_out}"), r"--kimg must be positive, got 0$"),
+    Case("kimg-negative/pggan_train", "pggan_train", ("--kimg", "-2", "--out", "{new_out}"),
+         r"--kimg must be positive, got -2$", slow=True),
+    Case("tick-kimg-zero/pggan_train", "pggan_train", ("--tick-kimg", "0", "--out", "{new_out}"),
+         r"--tick-kimg must be positive, got 0$", slow=True),
+    Case("tick-kimg-zero/mask2image_train", "mask2image_train", ("--tick-kimg", "0", "--out", "{new_out}"),
+         r"--tick-kimg must be positive, got 0$", slow=True),
+    Case("kimg-zero/segmenter_train", "segmenter_train", ("--kimg", "0", "--out", "{new_out}"),
+         r"--kimg must be positive, got 0$", slow=True),
+    # a dataset folder with bad files: named, and the way to leave them out is prepare_data's
+    Case("bad-data/pggan_train", "pggan_train", ("--data", "{junk_data}", "--out", "{new_out}", "--threads", "1"),
+         r"2 bad input file\(s\) in .*junk_data: .*bad0\.png: unreadable image.*bad1\.jpg: unreadable image.*"
+         r"`apps/prepare_data .*junk_data STORE --resolution 32 --skip-bad`", ("pass --skip-bad",)),
+    # a model directory without its config.json is not a folder of images
+    Case("model-without-config/evaluate", "evaluate", ("{pggan_no_config}", "{images}", "--metrics", "swd"),
+         r"pggan_no_config: a model or snapshot directory without its config\.json \(.*config\.json is missing\)$"),
+    Case("config-wrong-type/evaluate", "evaluate", ("{pggan_bad_type}", "{images}", "--metrics", "swd"),
+         r'pggan_bad_type/config\.json: PGGANConfig\.resolution is "sixteen", expected int$', slow=True),
+    # resume when no snapshot of the run loads
+    Case("resume-truncated/pggan_train", "pggan_train", ("--resume", "{run_truncated}", "--threads", "1"),
+         r"run_truncated/snapshots/\d{6}\.\d{3}/D/model\.safetensors: unreadable or truncated", slow=True),
+    # every architecture's configuration is checked before any trains
+    Case("arch-config/compare_unconditional", "compare_unconditional", ("--resolution", "16", "--out", "{new_out}"),
+         r"dcgan: DCGANConfig\.resolution must be a power of two in 32\.\.256, got 16$", slow=True),
+    # weight files that would run code when unpickled: refused without PyTorch's weights_only advice
+    Case("malicious-inception-weights/evaluate", "evaluate",
+         ("{images}", "{images}", "--inception-weights", "{evil_pt}", "--metrics", "fid", "--resolution", "16",
+          "--threads", "1"),
+         r"evil\.pt: not a readable weight file \(holds Python objects other than tensors \(\S+\); refused"),
+    Case("malicious-vgg-weights/mask2image_train", "mask2image_train",
+         ("--vgg-weights", "{evil_pt}", "--out", "{new_out}", "--phantoms", "8", "--resolution", "32", "--kimg", "0.008"),
+         r"evil\.pt: unreadable VGG19 weights \(holds Python objects other than tensors", slow=True),
 ]
 
 
@@ -99,16 +148,44 @@ def _edit_config(directory: Path, **changes) -> None:
     path.write_text(json.dumps(payload))
 
 
+def tiny_pggan(run_root: Path, **overrides):
+    """An 8 px PGGAN on 64 phantoms: one 0.016 kimg tick per snapshot."""
+    return pggan.preset("cpu", **{
+        "resolution": 8, "phantom_count": 64, "fmap_base": 32, "fmap_max": 8, "z_dim": 8,
+        "schedule.initial_resolution": 8, "schedule.minibatch_base": 8, "schedule.tick_kimg_base": 0.016,
+        "loop.total_kimg": 0.016, "loop.minibatch_repeats": 2, "loop.snapshot_ticks": 1, "loop.grid_size": 4,
+        "loop.run_root": str(run_root), "loop.cpu_threads": 1, **overrides})
+
+
+def _truncated_run(path: Path) -> None:
+    """A run whose only snapshot has a truncated D."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LESION_GAN_CACHE", str(path.parent / "cache"))
+        run = pggan.train_pggan(tiny_pggan(path.parent / "tmp_runs")).run_dir
+    run.rename(path)
+    (path.parent / "tmp_runs").rmdir()
+    weights = runs.latest_snapshot(path) / "D" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    pggan = PGGANGenerator(PGGANConfig(resolution=8, fmap_base=16, fmap_max=8, z_dim=8))
+    generator = PGGANGenerator(PGGANConfig(resolution=8, fmap_base=16, fmap_max=8, z_dim=8))
     for name, changes in (("pggan_bad_type", {"resolution": "sixteen"}), ("pggan_unknown_key", {"resolutoin": 8}),
                           ("pggan_bad_value", {"resolution": 12})):
-        pggan.save_pretrained(root / name)
+        generator.save_pretrained(root / name)
         _edit_config(root / name, **changes)
+    generator.save_pretrained(root / "pggan_ok")
+    generator.save_pretrained(root / "pggan_no_config")
+    (root / "pggan_no_config" / "config.json").unlink()
+    torch.save({"weights": _RunsCode()}, root / "evil.pt")
+    (root / "junk_data").mkdir()
+    (root / "junk_data" / "bad0.png").write_bytes(b"not a png")
+    (root / "junk_data" / "bad1.jpg").write_bytes(b"not a jpeg")
+    _truncated_run(root / "run_truncated")
     m2i = Pix2PixHDGenerator(Pix2PixHDConfig(ngf=4, n_downsampling=1, n_blocks=1))
     m2i.save_pretrained(root / "m2i")
     m2i.save_pretrained(root / "m2i_bad_type")
@@ -148,8 +225,8 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def run_case(case: Case, root: Path) -> subprocess.CompletedProcess:
-    args = [arg.format(**{p.name: p for p in root.iterdir()}, new_db=root / "new" / "s.sqlite",
-                       prepared_out=root / "prepared") for arg in case.args]
+    args = [arg.format(**{p.name.replace(".", "_"): p for p in root.iterdir()}, new_db=root / "new" / "s.sqlite",
+                       new_out=root / "new" / "out", prepared_out=root / "prepared") for arg in case.args]
     env = {**os.environ, "LESION_GAN_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / "apps" / case.app), *args], capture_output=True, text=True,
                           env=env, cwd=root, timeout=300)
@@ -168,6 +245,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, corpus):
     after = _tree(corpus)
     assert {k: v for k, v in after.items() if k in before} == before, "files written before the run changed"
     assert not (corpus / "new").exists() and not (corpus / "prepared").exists()
+    assert not [k for k in after if ".tmp-" in k], "temporary files left behind"
 
 
 class _RunsCode:
@@ -176,8 +254,6 @@ class _RunsCode:
 
 
 def test_malicious_training_state_is_refused_without_advice(tmp_path):
-    from lesion_train import runs
-
     snapshot = tmp_path / "snapshots" / "000000"
     snapshot.mkdir(parents=True)
     torch.save({"nimg": 0, "recipe": _RunsCode()}, snapshot / runs.STATE_NAME)
@@ -208,17 +284,101 @@ def test_contact_sheets_in_an_output_folder_are_not_read_as_images(corpus, tmp_p
     assert read_mask_folder(masks, 8)[0] == ["a__d0"]
 
 
+def test_resume_skips_an_unreadable_newest_snapshot_and_says_so(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(corpus / "cache"))  # its phantoms are prepared already
+    run = pggan.train_pggan(tiny_pggan(tmp_path / "runs", **{"loop.total_kimg": 0.048})).run_dir
+    names = [p.name for p in runs.list_snapshots(run)]
+    assert names == ["000000.016", "000000.032", "000000.048"]
+    for name in names[1:]:
+        weights = run / "snapshots" / name / "D" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    result = pggan.train_pggan(pggan.apply_overrides(pggan.load_run_config(run), {"loop.resume": str(run)}))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("resume:")]
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "skipping snapshot 000000.048", "skipping snapshot 000000.032", "from snapshot 000000.016"]
+    assert all("D/model.safetensors: unreadable or truncated" in line for line in lines[:2])
+    # Training went on from 0.016 kimg and wrote the two snapshots again, readable this time.
+    assert result.kimg == 0.048 and [p.name for p in runs.list_snapshots(run)] == names
+    for name in names:
+        load_pretrained(run / "snapshots" / name / "D")
+
+
+KILLED_WRITER = """
+import json, os, shutil, sys, time
+from pathlib import Path
+import torch
+from lesion_train import pggan
+
+options, marker, stage = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), sys.argv[3]
+
+
+def hang():
+    marker.write_text(stage)
+    time.sleep(600)
+
+
+if stage == "write":  # the third snapshot's training state: half written, then the process is killed
+    save, calls = torch.save, []
+
+    def slow_save(obj, handle, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            handle.write(b"partial")
+            handle.flush()
+            hang()
+        return save(obj, handle, *args, **kwargs)
+
+    torch.save = slow_save
+else:  # "delete": killed while replace_directory deletes the snapshot a new one replaced
+    rmtree = shutil.rmtree
+
+    def slow_rmtree(path, *args, **kwargs):
+        if ".old-" in Path(path).name:
+            rmtree(Path(path) / "D")
+            hang()
+        return rmtree(path, *args, **kwargs)
+
+    shutil.rmtree = slow_rmtree
+pggan.train_pggan(pggan.PGGANTrainConfig(**options))
+"""
+
+
+def _run_until_hung(options: dict, stage: str, tmp_path: Path) -> None:
+    """Run KILLED_WRITER until it hangs at ``stage``, then SIGKILL it."""
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    marker = tmp_path / f"{stage}.marker"
+    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "options.json"), str(marker), stage],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1200):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no hang within 120 s"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
 @pytest.mark.slow
-def test_mask_deform_output_feeds_mask2image_synthesize(corpus, tmp_path):
-    """The README chain: deformed masks (with their preview.png) straight into synthesis."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    deform = subprocess.run([sys.executable, str(ROOT / "apps/mask_deform"), str(corpus / "masks" / "good.png"), "--n", "3",
-                             "--out", str(tmp_path / "new_masks")], capture_output=True, text=True, env=env, timeout=300)
-    assert deform.returncode == 0, deform.stderr
-    assert (tmp_path / "new_masks" / "preview.png").is_file()
-    synth = subprocess.run([sys.executable, str(ROOT / "apps/mask2image_synthesize"), str(corpus / "m2i"), "--masks",
-                            str(tmp_path / "new_masks"), "--class", "nevus", "--out", str(tmp_path / "synth"),
-                            "--resolution", "16"], capture_output=True, text=True, env=env, timeout=300)
-    assert synth.returncode == 0, synth.stderr
-    assert sorted(p.name for p in (tmp_path / "synth" / "images").iterdir()) == [
-        f"good__d{k}__nevus__v0.png" for k in range(3)]
+def test_sigkill_while_writing_a_snapshot_leaves_nothing_after_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path / "cache"))
+    config = tiny_pggan(tmp_path / "runs", **{"loop.total_kimg": 0.064})
+    _run_until_hung(runs.to_jsonable(config), "write", tmp_path)
+    (run,) = (tmp_path / "runs").iterdir()
+    snapshots = run / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir())[0].startswith(".000000.048.tmp-")
+    # A second run resumes from an older snapshot, so its next snapshot replaces one: killed mid-delete.
+    resumed = runs.to_jsonable(pggan.apply_overrides(config, {"loop.resume": str(snapshots / "000000.016")}))
+    _run_until_hung(resumed, "delete", tmp_path)
+    assert any(".000000.032.old-" in p.name for p in snapshots.iterdir())
+    result = pggan.train_pggan(pggan.apply_overrides(config, {"loop.resume": str(run)}))
+    assert result.kimg == 0.064
+    assert sorted(p.name for p in snapshots.iterdir()) == ["000000.016", "000000.032", "000000.048", "000000.064"]
+    for snapshot in runs.list_snapshots(run):
+        assert runs.load_training_state(snapshot)["nimg"] == round(float(snapshot.name) * 1000)
+        for name in ("G_ema", "G", "D"):
+            load_pretrained(snapshot / name)

@@ -24,14 +24,14 @@ def _snapshots(run: Path, kimgs):
 
 
 def test_checkpoints_are_the_snapshots_nearest_each_fraction_by_images_seen(tmp_path):
-    _snapshots(tmp_path / "a", [1, 2, 3, 4])
+    _snapshots(tmp_path / "a", [1, 2.016, 3, 3.968])
     picked = compare.checkpoint_snapshots(tmp_path / "a", 4.0, (0.25, 0.5, 1.0))
-    assert [(f, s.name, k) for f, s, k in picked] == [(0.25, "000001", 1), (0.5, "000002", 2), (1.0, "000004", 4)]
-    # Snapshots named by whole kimg: 0.9 and 1.9 kimg survive as 000000 and 000001. The names do not
-    # decide (1.0 kimg -> the 0.9 one), and one snapshot nearest two fractions is listed once.
+    assert [(f, k) for f, _, k in picked] == [(0.25, 1), (0.5, 2.016), (1.0, 3.968)]
+    # One snapshot nearest two fractions is listed once, for the larger; the chosen ones keep their order.
     _snapshots(tmp_path / "b", [0.5, 0.9, 1.9])
-    picked = compare.checkpoint_snapshots(tmp_path / "b", 2.0, (0.25, 0.5, 1.0))
-    assert [(f, s.name, k) for f, s, k in picked] == [(0.5, "000000", 0.9), (1.0, "000001", 1.9)]
+    picked = compare.checkpoint_snapshots(tmp_path / "b", 2.0, (0.1, 0.25, 0.5, 1.0))
+    assert [(f, k) for f, _, k in picked] == [(0.25, 0.5), (0.5, 0.9), (1.0, 1.9)]
+    assert [s for _, s, _ in picked] == sorted(s for _, s, _ in picked)
     with pytest.raises(ValueError, match="checkpoints"):
         compare.CompareConfig(checkpoints=(0.5, 1.5))
 

@@ -17,6 +17,7 @@ from PIL import Image
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
+from lesion_train import runs
 from lesion_train.gan_loop import LoopConfig
 from lesion_train.mask2image import Mask2ImageConfig, SynthesisError, class_fidelity, synthesize, train_mask2image
 from lesion_train.segmenter import mask_consistency, segmentation_loss
@@ -81,7 +82,7 @@ def test_unseen_masks_with_any_class_and_variations(trained_run, mask_dir, tmp_p
 def test_classes_from_isic_csv(trained_run, mask_dir, tmp_path):
     table = tmp_path / "gt.csv"
     table.write_text("image_id,melanoma,seborrheic_keratosis\nISIC_9999999,1.0,0.0\nbar,0.0,0.0\n")
-    result = synthesize(trained_run / "snapshots" / "000000", mask_dir, tmp_path / "out", "from-csv", table)
+    result = synthesize(runs.latest_snapshot(trained_run), mask_dir, tmp_path / "out", "from-csv", table)
     assert result.labels.tolist() == [1, 0]  # melanoma, nevus (sorted mask order: ISIC..., bar)
     table.write_text("image_id,class\nbar,melanoma\n")
     with pytest.raises(SynthesisError, match=r"gt.csv: no class for masks \['ISIC_9999999_segmentation'\]"):

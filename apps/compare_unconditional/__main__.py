@@ -11,7 +11,7 @@ from lesion_data.store import StoreError
 from lesion_train import cli
 from lesion_metrics import MetricUnavailable, NotEnoughImages, list_metrics
 from lesion_metrics.inception import WeightsError
-from lesion_train.compare import CompareConfig, compare, train_config
+from lesion_train.compare import CompareConfig, compare, train_configs
 from lesion_train.evaluation import EvaluationError
 from lesion_train.runs import NonFiniteLossError, ResumeError
 
@@ -27,7 +27,7 @@ def main(settings, quiet, dry_run, options):
     try:
         config = options.build(CompareConfig, overrides=settings, progress=not quiet)
         if dry_run:
-            cli.print_config({"compare": config, "runs": {arch: train_config(config, arch) for arch in config.archs}})
+            cli.print_config({"compare": config, "runs": train_configs(config)})
             return
         document = compare(config)
     except (StoreError, ResumeError, NonFiniteLossError, EvaluationError, NotEnoughImages, MetricUnavailable,

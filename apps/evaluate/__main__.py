@@ -26,6 +26,8 @@ def main(generated, real, quiet, options):
         config = options.build(EvaluateConfig, generated=generated, real=real, progress=not quiet)
         records = evaluate(config)
     except (EvaluationError, NotEnoughImages, MetricUnavailable, WeightsError, ValueError) as error:
+        if getattr(error, "records", None):  # computed before the failure: printed, never lost
+            click.echo(format_table(error.records))
         raise click.ClickException(str(error)) from None
     click.echo(format_table(records))
     if config.report:

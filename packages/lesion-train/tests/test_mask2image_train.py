@@ -80,7 +80,7 @@ def test_tiny_train_then_resume_matches_an_uninterrupted_run(tmp_path):
     log = runs.JsonlLog(half.run_dir / runs.LOG_NAME).read()
     assert [r["step"] for r in log] == [2, 4]
     assert {"G_gan", "G_feat", "D_real", "D_fake", "img_per_sec", "peak_mem_mb"} <= set(log[-1])
-    assert [p.name for p in runs.list_snapshots(half.run_dir)] == ["000000"]  # kimg 0.004 and 0.008 -> 000000
+    assert [p.name for p in runs.list_snapshots(half.run_dir)] == ["000000.004", "000000.008"]  # one per tick
     options = json.loads((half.run_dir / runs.OPTIONS_NAME).read_text())
     assert options["resolved"]["vgg_loss"].startswith("off") and options["resolved"]["gan_mode"] == "lsgan"
     from lesion_models import load_pretrained

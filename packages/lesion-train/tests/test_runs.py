@@ -1,6 +1,9 @@
 import dataclasses
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,11 +72,45 @@ def test_snapshots_are_atomic_and_latest_ignores_partial_ones(tmp_path):
     # A snapshot being written when the process died: never listed, never resumed from.
     (tmp_path / "snapshots" / ".000012.tmp-999").mkdir()
     latest = runs.latest_snapshot(tmp_path)
-    assert latest.name == "000008"
+    assert latest.name == "000008.700"
     assert runs.load_training_state(latest)["step"] == 20
     torch.testing.assert_close(load_pretrained(latest / "G").weight, model.weight)
     assert runs.resolve_resume(tmp_path) == (tmp_path, latest)
-    assert runs.resolve_resume(tmp_path / "snapshots" / "000004") == (tmp_path, tmp_path / "snapshots/000004")
+    assert runs.resolve_resume(tmp_path / "snapshots" / "000004.000") == (tmp_path, tmp_path / "snapshots/000004.000")
+
+
+def _state_only_snapshot(path: Path) -> Path:
+    path.mkdir(parents=True)
+    torch.save({"nimg": 0}, path / runs.STATE_NAME)
+    return path
+
+
+def test_snapshot_names_are_unique_per_tick_and_sort_in_training_order(tmp_path):
+    """Ticks under one kimg each get their own snapshot; an older run's integer names sort among them."""
+    _state_only_snapshot(tmp_path / "snapshots" / "000001")
+    for kimg in (0.064, 0.128, 0.9, 1.024, 12.48, 100):
+        runs.save_snapshot(tmp_path, kimg, {}, {"kimg": kimg})
+    assert [p.name for p in runs.list_snapshots(tmp_path)] == [
+        "000000.064", "000000.128", "000000.900", "000001", "000001.024", "000012.480", "000100.000"]
+    assert runs.latest_snapshot(tmp_path).name == "000100.000"
+    assert runs.resume_candidates(tmp_path)[1][:2] == [tmp_path / "snapshots" / n for n in ("000100.000", "000012.480")]
+
+
+def test_leftovers_of_killed_writers_are_cleaned_up(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    snapshots = tmp_path / "snapshots"
+    runs.save_snapshot(tmp_path, 1, {}, {"nimg": 1000})
+    runs.save_snapshot(tmp_path, 3, {}, {"nimg": 3000})
+    # Killed while deleting the replaced copy, killed between the two renames, killed mid-write.
+    _state_only_snapshot(snapshots / f".000001.000.old-{dead.pid}")
+    _state_only_snapshot(snapshots / f".000002.000.old-{dead.pid}")
+    (snapshots / f".000004.000.tmp-{dead.pid}" / "G").mkdir(parents=True)
+    live = _state_only_snapshot(snapshots / f".000005.000.tmp-{os.getppid()}")  # a running writer's
+    assert sorted(runs.clean_snapshots(tmp_path)) == [f".000001.000.old-{dead.pid}", f".000002.000.old-{dead.pid}",
+                                                      f".000004.000.tmp-{dead.pid}"]
+    assert sorted(p.name for p in snapshots.iterdir()) == [live.name, "000001.000", "000002.000", "000003.000"]
+    assert runs.load_training_state(snapshots / "000001.000")["nimg"] == 1000
 
 
 def test_truncated_state_and_missing_runs_give_one_line_errors(tmp_path):
@@ -114,13 +151,13 @@ def test_find_model_and_class_names_resolve_one_way(tmp_path):
     run = tmp_path / "run"
     for kimg, names in ((4, ("G_ema", "G", "D")), (8, ("G", "D"))):  # a mask2image-like newest snapshot
         for name in names:
-            (run / "snapshots" / f"{kimg:06d}" / name).mkdir(parents=True)
-            (run / "snapshots" / f"{kimg:06d}" / name / "config.json").write_text("{}")
-        (run / "snapshots" / f"{kimg:06d}" / runs.STATE_NAME).write_bytes(b"")
-    newest = run / "snapshots" / "000008"
+            (run / "snapshots" / runs.kimg_name(kimg) / name).mkdir(parents=True)
+            (run / "snapshots" / runs.kimg_name(kimg) / name / "config.json").write_text("{}")
+        (run / "snapshots" / runs.kimg_name(kimg) / runs.STATE_NAME).write_bytes(b"")
+    newest = run / "snapshots" / "000008.000"
     assert runs.find_model(newest / "D") == newest / "D"  # a model directory as given
     assert runs.find_model(run) == newest / "G"  # no G_ema there: the next preferred
-    assert runs.find_model(run / "snapshots" / "000004") == run / "snapshots" / "000004" / "G_ema"
+    assert runs.find_model(run / "snapshots" / "000004.000") == run / "snapshots" / "000004.000" / "G_ema"
     with pytest.raises(runs.ResumeError, match="with G_ema"):
         runs.find_model(run, prefer=("G_ema",))
     with pytest.raises(runs.ResumeError, match="not a model directory"):

@@ -35,6 +35,11 @@ class PrepareError(StoreError):
         super().__init__(message)
         self.problems = problems
 
+    def first_problems(self, count: int = 3) -> str:
+        """The first ``count`` problems on one line, and how many more there are."""
+        more = len(self.problems) - count
+        return "; ".join(self.problems[:count]) + (f" (+{more} more)" if more > 0 else "")
+
 
 def _pool_map(fn, items: list, workers: int, total: int, desc: str, progress: bool, weight=lambda result: 1):
     """Ordered results of ``fn`` over ``items`` with a progress bar, in a process pool when workers > 1."""
@@ -114,8 +119,7 @@ def prepare_store(
                 flush()
         flush()
         if problems and not skip_bad:
-            raise PrepareError(f"{len(problems)} bad input file(s) in {src.root}; fix them or pass --skip-bad "
-                               "(skip_bad=True) to leave them out", problems)
+            raise PrepareError(f"{len(problems)} bad input file(s) in {src.root}", problems)
         if writer is None:
             raise PrepareError(f"{src.root}: no usable images", problems)
         preprocessing = {
@@ -230,8 +234,16 @@ def open_or_prepare(
             out = root / "stores" / "-".join([tree_fingerprint(path), *([layout] if layout else []), str(resolution)])
             store = _open_complete(out)
             if store is None:
-                store = PreparedStore(prepare_store(path, out, resolution, layout=layout, progress=progress,
-                                                    keep_existing=True))
+                try:
+                    store = PreparedStore(prepare_store(path, out, resolution, layout=layout, progress=progress,
+                                                        keep_existing=True))
+                except PrepareError as error:
+                    if not error.problems:
+                        raise
+                    # Trainers and evaluate have no --skip-bad: prepare_data is where bad files are left out.
+                    raise PrepareError(f"{error}: {error.first_problems()}; fix them, or leave them out with "
+                                       f"`apps/prepare_data {path} STORE --resolution {resolution} --skip-bad` "
+                                       "and pass STORE instead", error.problems) from None
     if resolution not in store.resolutions:
         raise StoreError(f"{store.path}: has no {resolution} px level (has {store.resolutions}); "
                          f"prepare it at {resolution} px or more")

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lesion_metrics.safe_load import load_problem
+
 INPUT_SIZE = 299
 FID_HELPER_FILE = "default_1.pt"
 CONVERTED_NAME = "inception-2015-12-05-pool3.pt"
@@ -388,7 +390,7 @@ def load_weights(weights: str | os.PathLike | None = None, cache_dir: str | os.P
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise WeightsError(f"{path}: not a readable weight file ({error})") from None
+        raise WeightsError(f"{path}: not a readable weight file ({load_problem(error)})") from None
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
         raise WeightsError(f"{path}: not an inception-2015-12-05 state dict (pytorch-fid / torch-fidelity layout)")
     return state

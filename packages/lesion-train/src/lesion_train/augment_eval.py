@@ -56,7 +56,7 @@ class AugmentEvalConfig:
     # column, e.g. mask2image_synthesize's synthesized.csv), a class-conditional generator (model,
     # snapshot or run directory), "mask2image:DIR" / "mask2image-deformed:DIR" (a mask-to-image
     # model fed the real training masks, or deformed copies), or "phantom:SEED".
-    synthetic: str = "phantom:1"  # store, class folders, CSV, generator, mask2image:DIR or phantom:SEED (above)
+    synthetic: str = "phantom:1"  # store, class folders, CSV, generator, mask2image:DIR or phantom:SEED (docs/augment_eval.md)
     ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # synthetic images per real training image
     balance: bool = False  # add a condition using synthesis only to balance the classes
     classifiers: tuple[str, ...] = ("resnet18",)  # resnet18, resnet50, densenet121, efficientnet_b0

@@ -73,6 +73,7 @@ class BaselineTrainConfig:
             self.loop = gan_loop.LoopConfig(**self.loop)
         if self.arch not in ARCHS:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
+        gan_loop.require_positive(tick_kimg=self.tick_kimg, batch=self.batch_size, epoch_kimg=self.epoch_kimg)
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r} is not one of {PRESETS}")
         self.optimizer = self.optimizer or ("adam" if self.arch == "dcgan" else "sgd")

@@ -57,7 +57,7 @@ class CompareConfig:
     preset: str = "cpu"  # cpu | gpu, for all three
     archs: tuple[str, ...] = ARCHS  # subset of pggan, dcgan, lapgan
     metrics: tuple[str, ...] = DEFAULT_METRICS
-    n: int = 1000  # generated images per model for the metrics (and at most this many real ones); see above
+    n: int = 1000  # generated images per model for the metrics (and at most this many real ones)
     phantom_count: int = 2000
     out: str = "runs/compare"
     device: str = "auto"
@@ -101,6 +101,19 @@ def train_config(config: CompareConfig, arch: str):
         phase = config.budget_kimg / (2 * grow + 2 / 3)
         train = setup.apply_overrides(train, {"schedule.stabilize_kimg": phase, "schedule.transition_kimg": phase})
     return train
+
+
+def train_configs(config: CompareConfig) -> dict:
+    """Every architecture's training config, each with its networks' config built, so that an
+    option one of them cannot take fails before any of them trains."""
+    configs = {}
+    for arch in config.archs:
+        try:
+            train = configs[arch] = train_config(config, arch)
+            train.network_config(0) if arch == "pggan" else train.network_config()
+        except ValueError as error:
+            raise ValueError(f"{arch}: {error}") from None
+    return configs
 
 
 def _train(config: CompareConfig, arch: str) -> Path:
@@ -280,7 +293,8 @@ def compare(config: CompareConfig) -> dict:
     """Train (or reuse) every architecture and evaluate it at each checkpoint (or reuse the
     recorded evaluation); write ``table.md``, ``results.json``, ``curves.png`` and
     ``comparison.png`` into ``config.out``; return the JSON document."""
-    out = Path(config.out)
+    train_configs(config)
+    out = runs.check_output_folder(config.out)
     out.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)
@@ -305,7 +319,8 @@ def compare(config: CompareConfig) -> dict:
             if pending:  # one evaluation for all of them: the generated images and features are shared
                 for record in evaluate(EvaluateConfig(generated=str(snapshot / "G_ema"), real=str(store.path),
                                                       metrics=pending, n=config.n, seed=config.seed,
-                                                      device=config.device, progress=config.progress)):
+                                                      device=config.device, progress=config.progress,
+                                                      threads=config.cpu_threads)):
                     cache.put(keys[record["metric"]], record)
             results, notes, intervals, flags, counts, bootstrap = {}, [], {}, {}, {}, 0
             for key in keys.values():
@@ -328,4 +343,4 @@ def compare(config: CompareConfig) -> dict:
 
 __all__ = ["ARCHS", "CHECKPOINTS", "DEFAULT_METRICS", "CompareConfig", "EvaluationCache", "check_budget",
            "checkpoint_snapshots", "compare", "final_rows", "finished_run", "format_markdown", "train_config",
-           "train_seconds", "write_curves", "write_figure", "write_outputs"]
+           "train_configs", "train_seconds", "write_curves", "write_figure", "write_outputs"]

@@ -247,7 +247,7 @@ def compare_translation(config: TranslationCompareConfig) -> dict:
     """Split, train the judges, train (or reuse) every architecture, evaluate each checkpoint (or
     reuse its record); write ``table.md``, ``results.json``, ``curves.png`` and ``comparison.png``
     (mask | real | one column per architecture) into ``config.out``; return the JSON document."""
-    out = Path(config.out)
+    out = runs.check_output_folder(config.out)
     out.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_bytes(out / "compare_options.json", (json.dumps(runs.to_jsonable(config), indent=2) + "\n").encode())
     device = choose_device(config.device)

@@ -33,16 +33,23 @@ from lesion_data.readers import list_image_files
 from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
 from lesion_metrics.inception import default_cache_dir
-from lesion_models.hub import PretrainedLoadError, load_pretrained
-from lesion_train.distributed import choose_device
-from lesion_train.runs import JsonlLog, atomic_write_text, find_model, image_grid, list_snapshots, to_uint8
+from lesion_models.hub import CONFIG_NAME, WEIGHTS_NAME, PretrainedLoadError, load_pretrained
+from lesion_train.distributed import DistEnv, choose_device
+from lesion_train.gan_loop import configure_threads
+from lesion_train.runs import (STATE_NAME, JsonlLog, atomic_write_text, check_output_file, check_output_folder,
+                               find_model, image_grid, list_snapshots, to_uint8)
 from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd", "memorization", "spectral", "per_class")
 
 
 class EvaluationError(RuntimeError):
-    """A one-line, user-facing problem with the inputs of an evaluation."""
+    """A one-line, user-facing problem with the inputs of an evaluation; ``records`` holds the
+    results computed before it (the app still prints them)."""
+
+    def __init__(self, message: str, records: list[dict] | None = None):
+        super().__init__(message)
+        self.records = records or []
 
 
 @dataclasses.dataclass
@@ -63,6 +70,7 @@ class EvaluateConfig:
     progress: bool = True
     compile: bool = False  # torch.compile Inception and the generator: pays from ~2,500 generated images
     bootstrap: int = 200  # bootstrap resamples for the 95% intervals shown as value [lo, hi] (0: none)
+    threads: int = 0  # torch CPU threads; 0 = auto: the idle cores, as the trainers choose
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,10 +85,8 @@ def open_store(path: Path, resolution: int, cache: Path, progress: bool) -> Prep
     """``lesion_data.prepare.open_or_prepare`` with its errors as one-line EvaluationErrors."""
     try:
         return open_or_prepare(path, resolution, cache=cache, progress=progress)
-    except StoreError as error:  # includes PrepareError with one line per bad file
-        problems = getattr(error, "problems", [])
-        detail = f": {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "") if problems else ""
-        raise EvaluationError(f"{error}{detail}") from None
+    except StoreError as error:  # a PrepareError names the first bad files itself
+        raise EvaluationError(str(error)) from None
     except (ValueError, OSError) as error:
         raise EvaluationError(f"{path}: {error}") from None
 
@@ -203,9 +209,12 @@ def _targets(config: EvaluateConfig) -> tuple[str, list[tuple[str, int | None, o
         snapshots = list_snapshots(path)
         if not snapshots:
             raise EvaluationError(f"{path}: run directory without complete snapshots")
-        return "run", [(s.name, int(s.name), s / "G_ema") for s in snapshots]
+        return "run", [(s.name, float(s.name), s / "G_ema") for s in snapshots]
     if (path / "config.json").is_file() or (path / "G_ema" / "config.json").is_file():  # a model or a snapshot
         return "model", [(path.name, None, find_model(path, prefer=("G_ema",)))]
+    if (path / WEIGHTS_NAME).is_file() or (path / STATE_NAME).is_file() or (path / "G_ema").is_dir():
+        raise EvaluationError(f"{path}: a model or snapshot directory without its config.json "
+                              f"({path / ('G_ema' if (path / 'G_ema').is_dir() else '.') / CONFIG_NAME} is missing)")
     if path.is_dir():
         return "folder", [(path.name, None, path)]
     raise EvaluationError(f"{path}: not a folder, model directory or run directory")
@@ -230,7 +239,16 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
         raise EvaluationError(f"--n must be positive, got {config.n}")
     if config.bootstrap < 0:
         raise EvaluationError(f"--bootstrap must be 0 (no intervals) or more, got {config.bootstrap}")
+    # Output paths first: a wrong one must not cost the whole evaluation.
+    try:
+        if config.output:
+            check_output_file(config.output, "--json")
+        if config.report:
+            check_output_folder(config.report, "--report")
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
     device = choose_device(config.device)
+    configure_threads(config.threads, DistEnv(device=device))
     cache = _cache_root(config)
     kind, targets = _targets(config)
     metrics = list(config.metrics or DEFAULT_METRICS)
@@ -287,10 +305,13 @@ def evaluate(config: EvaluateConfig) -> list[dict]:
             if kind == "run":
                 (Path(config.generated) / "metrics").mkdir(exist_ok=True)
                 JsonlLog(Path(config.generated) / "metrics" / f"{metric}.jsonl").append(record)
-    if config.output:
-        atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
-    if config.report:
-        write_report(Path(config.report), records, samples, kind, pairs)
+    try:
+        if config.output:
+            atomic_write_text(Path(config.output), json.dumps(records, indent=2) + "\n")
+        if config.report:
+            write_report(Path(config.report), records, samples, kind, pairs)
+    except OSError as error:
+        raise EvaluationError(f"{error.filename or config.output}: cannot write ({error.strerror or error})", records) from None
     return records
 
 

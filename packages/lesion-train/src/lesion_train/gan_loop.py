@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lesion_models import load_pretrained
+from lesion_models import PretrainedLoadError, load_pretrained
 
 from lesion_train import runs
 from lesion_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, mean_across_ranks, peak_memory_mb
@@ -47,6 +47,17 @@ class LoopConfig:
     run_root: str = "runs"
     name: str = "gan"
     resume: str | None = None  # a run directory (its newest snapshot) or one snapshot directory
+
+    def __post_init__(self):
+        require_positive(kimg=self.total_kimg, snapshot_ticks=self.snapshot_ticks,
+                         minibatch_repeats=self.minibatch_repeats, grid_size=self.grid_size)
+
+
+def require_positive(**values: float) -> None:
+    """A ValueError naming the first option (by its command-line name) that is not above zero."""
+    for name, value in values.items():
+        if not value > 0:  # NaN too
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,16 +245,9 @@ def train(
     nimg, step, tick = 0, 0, 0
     saved_data = None
     if config.resume:
-        run_dir, snapshot = runs.resolve_resume(config.resume) if env.is_main else (None, None)
-        run_dir, snapshot = broadcast_object((run_dir, snapshot))
-        # On the CPU: RNG states must stay CPU tensors; Adam moves its state to the parameters' device.
-        state = runs.load_training_state(snapshot, "cpu")
-        if "recipe" not in state:
-            raise runs.ResumeError(f"{snapshot}: training state from an older lesion-gan (no 'recipe' entry); "
-                                   "start a new run")
-        for name, model in recipe.models.items():
-            _load_weights(model, snapshot / name, env.device)
-        recipe.load_state_dict(state["recipe"])
+        run_dir, candidates = runs.resume_candidates(config.resume) if env.is_main else (None, None)
+        run_dir, candidates = broadcast_object((run_dir, candidates))
+        snapshot, state = _resume(recipe, candidates, env)
         nimg, step, tick = int(state["nimg"]), int(state["step"]), int(state["tick"])
         if state.get("world_size") == env.world_size:
             saved_data = state.get("data")
@@ -330,7 +334,7 @@ def train(
                 **timing(shown, elapsed, peak_memory_mb(env.device)), "world_size": env.world_size,
             }
             if env.is_main:
-                final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
+                final_grid = render_grid(run_dir / "grids" / f"fakes_{runs.kimg_name(nimg / 1000)}.png")
                 log.append(record, final_grid)
             if tick % config.snapshot_ticks == 0 or done:
                 # Every rank's RNG and data position: each rank draws its own latents and reads and
@@ -347,15 +351,39 @@ def train(
         if log is not None:
             log.close()
     if final_grid is None and env.is_main:  # resumed at or past the end: still hand back a grid
-        final_grid = render_grid(run_dir / "grids" / f"fakes_{int(nimg / 1000):06d}.png")
+        final_grid = render_grid(run_dir / "grids" / f"fakes_{runs.kimg_name(nimg / 1000)}.png")
+    if env.is_main:
+        runs.clean_snapshots(run_dir)
     final_snapshot = final_snapshot or runs.latest_snapshot(run_dir)
     return RunResult(run_dir=run_dir, final_grid=final_grid, final_snapshot=final_snapshot, kimg=nimg / 1000)
 
 
-def _load_weights(model: torch.nn.Module, directory: Path, device) -> None:
-    saved = load_pretrained(directory, device)
-    try:
-        model.load_state_dict(saved.state_dict())
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise runs.ResumeError(f"{directory}: does not fit the configured network ({first})") from None
+def _resume(recipe: Recipe, candidates: list[Path], env: DistEnv) -> tuple[Path, dict]:
+    """Load the first snapshot of ``candidates`` (newest first) whose training state and models all
+    read back into ``recipe``; one stderr line names each snapshot skipped as unreadable. A snapshot
+    that reads but does not fit the configured networks is an error, not skipped."""
+    for index, snapshot in enumerate(candidates):
+        try:
+            # On the CPU: RNG states must stay CPU tensors; Adam moves its state to the parameters' device.
+            state = runs.load_training_state(snapshot, "cpu")
+            saved = {name: load_pretrained(snapshot / name, env.device) for name in recipe.models}
+        except (runs.ResumeError, PretrainedLoadError) as error:
+            if index == len(candidates) - 1:
+                raise runs.ResumeError(str(error) + (f" (and {index} newer snapshot(s) skipped)" if index else "")) from None
+            if env.is_main:
+                print(f"resume: skipping snapshot {snapshot.name}: {str(error).splitlines()[0]}", file=sys.stderr)
+            continue
+        if "recipe" not in state:
+            raise runs.ResumeError(f"{snapshot}: training state from an older lesion-gan (no 'recipe' entry); "
+                                   "start a new run")
+        for name, model in recipe.models.items():
+            try:
+                model.load_state_dict(saved[name].state_dict())
+            except RuntimeError as error:
+                first = str(error).splitlines()[0]
+                raise runs.ResumeError(f"{snapshot / name}: does not fit the configured network ({first})") from None
+        recipe.load_state_dict(state["recipe"])
+        if index and env.is_main:
+            print(f"resume: from snapshot {snapshot.name}", file=sys.stderr)
+        return snapshot, state
+    raise runs.ResumeError("no snapshot to resume from")

@@ -160,6 +160,7 @@ class Mask2ImageConfig:
             self.loop = gan_loop.LoopConfig(**self.loop)
         if self.arch not in ARCHS:
             raise ValueError(f"arch {self.arch!r} is not one of {ARCHS}")
+        gan_loop.require_positive(tick_kimg=self.tick_kimg, batch=self.batch_size)
         if self.resolution < 32 or self.resolution & (self.resolution - 1):
             raise ValueError(f"resolution {self.resolution} must be a power of two >= 32")
         if self.n_local_enhancers and not ARCH_SPECS[self.arch].local_enhancer:

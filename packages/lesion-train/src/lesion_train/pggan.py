@@ -66,6 +66,8 @@ class PGGANSchedule:
     def __post_init__(self):  # JSON turns the int keys into strings
         for name in ("minibatch", "max_minibatch_per_gpu", "lr", "tick_kimg"):
             setattr(self, name, _int_keys(getattr(self, name)))
+        gan_loop.require_positive(tick_kimg=min([self.tick_kimg_base, *self.tick_kimg.values()]),
+                                  minibatch_base=min([self.minibatch_base, *self.minibatch.values()]))
 
     def phase(self, nimg: int, final_resolution: int, world_size: int = 1) -> gan_loop.Phase:
         kimg = nimg / 1000

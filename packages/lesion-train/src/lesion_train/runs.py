@@ -3,8 +3,12 @@
     runs/<YYYYmmdd-HHMMSS>-<name>/
       training_options.json     every resolved option, written first
       log.jsonl                 one line per tick
-      grids/fakes_<kimg:06d>.png
-      snapshots/<kimg:06d>/     <model>/ (config.json + model.safetensors) + training_state.pt
+      grids/fakes_<kimg>.png
+      snapshots/<kimg>/         <model>/ (config.json + model.safetensors) + training_state.pt
+
+``<kimg>`` is the images shown so far in thousands with three decimals (``000012.480``): one name per
+image count, so every tick has its own, and the names sort in training order (older runs' integer
+names, ``000012``, sort among them).
 
 Everything is written to a temporary name and renamed (:func:`atomic_path`, the one scheme every
 writer of lesion-train uses), so a run killed at any moment leaves only complete files and
@@ -33,7 +37,10 @@ from PIL import Image
 OPTIONS_NAME = "training_options.json"
 LOG_NAME = "log.jsonl"
 STATE_NAME = "training_state.pt"
-_SNAPSHOT_RE = re.compile(r"^\d{6}$")
+_SNAPSHOT_RE = re.compile(r"^\d{6}(\.\d{3})?$")
+# What a killed writer leaves in snapshots/: a half-written ``.<name>.tmp-<pid>`` or, from
+# ``replace_directory``, the ``.<name>.old-<pid>`` an interrupted replacement had moved aside.
+_LEFTOVER_RE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -44,10 +51,31 @@ class ResumeError(RuntimeError):
     """A run or snapshot to resume from is missing or unreadable."""
 
 
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` can be (or become) a folder: neither it nor any parent is a file. Called before any
+    work, so a wrong ``--out`` fails at once."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"{part}: exists and is not a folder ({option} {path})")
+            break
+    return path
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` can be written as a file: not a folder, and its parent can be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; {option} takes a file name")
+    check_output_folder(path.parent, option)
+    return path
+
+
 def create_run_dir(root: str | os.PathLike, name: str) -> Path:
     """Make ``root/<YYYYmmdd-HHMMSS>-<name>``, adding a counter if that second is taken."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    root = Path(root)
+    root = check_output_folder(root)
     root.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):
         suffix = "" if attempt == 0 else f"-{attempt}"
@@ -180,8 +208,13 @@ def restore_rng_state(state: Mapping) -> None:
 # Snapshots.
 
 
+def kimg_name(kimg: float) -> str:
+    """``000012.480``: exact to one image, fixed width, so names sort in training order."""
+    return f"{kimg:010.3f}"
+
+
 def snapshot_dir(run_dir: Path, kimg: float) -> Path:
-    return Path(run_dir) / "snapshots" / f"{int(kimg):06d}"
+    return Path(run_dir) / "snapshots" / kimg_name(kimg)
 
 
 def save_snapshot(run_dir: Path, kimg: float, models: Mapping[str, object], state: Mapping) -> Path:
@@ -192,7 +225,7 @@ def save_snapshot(run_dir: Path, kimg: float, models: Mapping[str, object], stat
     """
     final = snapshot_dir(run_dir, kimg)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(final)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -211,7 +244,39 @@ def list_snapshots(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "snapshots"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and _SNAPSHOT_RE.match(p.name))
+    return sorted((p for p in root.iterdir() if p.is_dir() and _SNAPSHOT_RE.match(p.name)), key=lambda p: float(p.name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_snapshots(run_dir: Path) -> list[str]:
+    """Remove what killed writers left in ``snapshots/`` (see ``_LEFTOVER_RE``); a moved-aside
+    snapshot whose replacement never arrived is put back instead. Entries of a live process other
+    than this one are left alone. Returns the names removed or restored."""
+    root = Path(run_dir) / "snapshots"
+    done = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        match = _LEFTOVER_RE.match(path.name)
+        pid = int(match["pid"]) if match else 0
+        if not match or (pid != os.getpid() and _alive(pid)):
+            continue
+        final = root / match["name"]
+        if match["kind"] == "old" and not final.exists() and (path / STATE_NAME).is_file():
+            os.replace(path, final)
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        done.append(path.name)
+    return done
 
 
 def latest_snapshot(run_dir: Path) -> Path | None:
@@ -227,6 +292,17 @@ def load_training_state(snapshot: Path, device: str | torch.device = "cpu") -> d
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises several types for truncated/corrupt pickles
         raise ResumeError(f"{path}: {torch_load_problem(error)}") from None
+
+
+def resume_candidates(resume: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """``--resume``'s run directory and the snapshots to try, newest first: every complete one of a
+    run directory (after :func:`clean_snapshots`), or the one snapshot directory given."""
+    path = Path(resume)
+    if (path / STATE_NAME).is_file():
+        return path.parent.parent, [path]
+    run_dir, _ = resolve_resume(path)
+    clean_snapshots(run_dir)
+    return run_dir, list_snapshots(run_dir)[::-1]
 
 
 def resolve_resume(resume: str | os.PathLike) -> tuple[Path, Path]:

@@ -108,13 +108,13 @@ def sample_run(path: str | os.PathLike, out: str | os.PathLike, n: int, seed: in
     """Entry point of ``apps/pggan_sample``."""
     from lesion_train.distributed import choose_device
 
+    out = runs.check_output_folder(out)
     model_dir = runs.find_model(path, prefer=("G_ema",))
     G = load_pretrained(model_dir)
     if not hasattr(G, "z_dim") or not hasattr(G, "num_classes"):
         raise ValueError(f"{model_dir}: {type(G).__name__} is not a generator (no z_dim/num_classes)")
     class_index = resolve_class(class_spec, runs.class_names(model_dir), G.num_classes)
     dev = choose_device(device)
-    out = Path(out)
     written = {"model": model_dir, "grid": sample_to_folder(G, out, n, seed, class_index, dev, compile=compile)}
     if interpolate:
         written["interpolation"] = interpolation_strip(G, out, seed, class_index=class_index, device=dev)

@@ -24,7 +24,7 @@ from lesion_metrics.segmentation import dice_iou
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
 from tqdm import tqdm
 
-from lesion_train import monitor, runs
+from lesion_train import gan_loop, monitor, runs
 from lesion_train.distributed import DistEnv, choose_device, peak_memory_mb
 from lesion_train.setup import open_data
 
@@ -48,6 +48,9 @@ class SegmenterTrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def __post_init__(self):
+        gan_loop.require_positive(kimg=self.total_kimg, batch=self.batch_size)
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

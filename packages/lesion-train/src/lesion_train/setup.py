@@ -54,6 +54,8 @@ def train(config: TrainerConfig, build_recipe: Callable[[PreparedStore, DistEnv]
     ``gan_loop.train`` (single process or torchrun). A recipe with a ``render_grid(path)`` method
     draws its own grids (else fixed latents through ``G_ema``, next to the store's reals), and one
     with ``resolved_options()`` adds those entries to ``resolved`` in ``training_options.json``."""
+    if not config.loop.resume:
+        runs.check_output_folder(config.loop.run_root)  # before any data is prepared
     env = init_distributed(config.loop.device)
     try:
         gan_loop.configure_threads(config.loop.cpu_threads, env)

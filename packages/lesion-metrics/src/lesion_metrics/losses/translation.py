@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lesion_metrics.safe_load import load_problem
+
 GAN_MODES = ("lsgan", "vanilla", "hinge")
 
 __all__ = ["GAN_MODES", "gan_loss", "feature_matching_loss", "VGGPerceptualLoss", "VGGWeightsError"]
@@ -115,7 +117,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch/safetensors raise several types for corrupt files
-        raise VGGWeightsError(f"{path}: unreadable VGG19 weights ({type(error).__name__}: {error})") from None
+        raise VGGWeightsError(f"{path}: unreadable VGG19 weights ({load_problem(error)})") from None
 
 
 class VGGPerceptualLoss(nn.Module):
