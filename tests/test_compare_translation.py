@@ -89,6 +89,9 @@ def test_app_on_phantoms_writes_table_json_figures_and_resumes(tmp_path, load_ap
     for arch in ("pix2pixhd", "spade"):  # no noise source: every variation is the same image
         assert doc["rows"][compare_translation.ARCHS.index(arch)]["results"]["variation_msssim"] == pytest.approx(1.0)
     assert set(doc["ceilings"]) >= {"segmenter_dice_real", "classifier_accuracy_real"}
+    # A tick at the smallest checkpoint and a snapshot per tick: every arch at 25/50/100% of the budget.
+    assert [(r["arch"], r["kimg"]) for r in doc["checkpoints"]] == [
+        (arch, kimg) for arch in compare_translation.ARCHS for kimg in (0.016, 0.032, 0.064)]
     table = (out / "table.md").read_text()
     assert all(f"| {arch} |" in table for arch in compare_translation.ARCHS) and "mask_dice" in table
     figure = Image.open(out / "comparison.png")
