@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from lesion_train.distributed import peak_memory_mb
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def synchronize(device: torch.device | str) -> None:

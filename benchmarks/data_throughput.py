@@ -22,11 +22,10 @@ import time
 import click
 import numpy as np
 import torch
-from PIL import Image
-
 from lesion_data.loader import StoreBatches
 from lesion_data.phantom import generate_phantoms
 from lesion_data.store import PreparedStore, write_store
+from PIL import Image
 
 SIZES = {64: 1024, 256: 128, 1024: 32}
 

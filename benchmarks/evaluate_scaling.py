@@ -24,12 +24,11 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
-
 from lesion_data.phantom import generate_phantoms
 from lesion_data.prepare import prepare_store
 from lesion_data.store import PreparedStore
 from lesion_metrics import ImageSource, MetricOptions, calc_metric
+from PIL import Image
 
 FEATURE_METRICS = ("fid", "kid", "pr")
 

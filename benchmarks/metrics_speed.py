@@ -167,10 +167,9 @@ def bench_swd(n, res, skip_reference, iters):
 
 
 def bench_inception(n, batch, iters, compile):
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
     from lesion_metrics.inception import load_inception, load_weights
     from lesion_metrics.registry import compile_network
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     perf = _perf()
     images = _images(n, 256, 3)
@@ -203,7 +202,6 @@ def bench_inception(n, batch, iters, compile):
 
 def bench_msssim(n, iters):
     import pytorch_msssim
-
     from lesion_metrics.msssim import ms_ssim
 
     perf = _perf()

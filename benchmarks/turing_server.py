@@ -18,10 +18,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-from PIL import Image
-
 from lesion_data.phantom import generate_phantoms
 from lesion_turing import Study, StudySpec, create_study, make_server
+from PIL import Image
 
 
 def rater(base: str, name: str, latencies: list[float]) -> None:

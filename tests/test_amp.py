@@ -5,10 +5,9 @@ and updated weights stay finite. Skipped, with the reason, where torch's CPU aut
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
-
 from lesion_train import baselines, mask2image, pggan, setup
 from lesion_train.distributed import DistEnv
+from torch.overrides import TorchFunctionMode
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 INITIAL_SCALE = torch.amp.GradScaler("cpu").get_scale()

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
-
 from lesion_data.phantom import generate_phantoms
 from lesion_models import Pretrained, register
 from lesion_train import augment_eval as ae
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 

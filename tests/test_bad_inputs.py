@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from lesion_models import load_pretrained
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_train import pggan, runs
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
-
 from lesion_train import compare, compare_translation, runs
+from PIL import Image
 
 
 @pytest.fixture(autouse=True)

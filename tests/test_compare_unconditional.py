@@ -5,10 +5,9 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
-
 from lesion_metrics import registry
 from lesion_train import compare
+from PIL import Image
 
 
 class StandIn(torch.nn.Module):

@@ -10,14 +10,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from lesion_data.phantom import generate_phantoms
 from lesion_data.prepare import phantom_store
 from lesion_data.store import PreparedStore
 from lesion_models.hub import Pretrained, register
 from lesion_models.pggan import PGGANConfig, PGGANGenerator
 from lesion_train.evaluation import EvaluateConfig, EvaluationError, evaluate, format_table, generator_source
+from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ISIC = os.environ.get("LESION_SAMPLE_ISIC2017")

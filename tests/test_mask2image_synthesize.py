@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
@@ -21,6 +19,7 @@ from lesion_train import runs
 from lesion_train.gan_loop import LoopConfig
 from lesion_train.mask2image import Mask2ImageConfig, SynthesisError, class_fidelity, synthesize, train_mask2image
 from lesion_train.segmenter import mask_consistency, segmentation_loss
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
-
 from lesion_train import runs
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -152,9 +152,8 @@ def test_torchrun_resume_on_as_many_processes_matches_an_uninterrupted_run(tmp_p
 @pytest.mark.slow  # inductor compiles the generator: ~20 s on a CPU
 def test_compiled_sampling_draws_the_eager_images_with_one_graph(tmp_path):
     from lesion_models.pggan import PGGANConfig, PGGANGenerator
-    from torch._dynamo.utils import counters
-
     from lesion_train.sampling import sample_to_folder
+    from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lesion_train import baselines, mask2image, pggan, plan, setup
 from lesion_train.distributed import DistEnv
 

@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-
 from lesion_train import baselines, mask2image, pggan, plan
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_train import runs
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,9 +27,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from lesion_models.lapgan import (
-    LAPGANConfig, LAPGANDiscriminator, LAPGANGenerator, down, laplacian_pyramid, reconstruct, uniform_noise, up,
+    LAPGANConfig,
+    LAPGANDiscriminator,
+    LAPGANGenerator,
+    down,
+    laplacian_pyramid,
+    reconstruct,
+    uniform_noise,
+    up,
 )
 from lesion_train import baselines
 

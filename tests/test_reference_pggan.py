@@ -11,7 +11,6 @@ conventions are folded into the weight mapping by the script. Both sides compute
 
 import pytest
 import torch
-
 from lesion_metrics.losses import adversarial
 from lesion_models import pggan
 from lesion_models.pggan import PGGANConfig, PGGANDiscriminator, PGGANGenerator

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lesion_models.pix2pixhd import DiscriminatorConfig, MultiscaleDiscriminator, Pix2PixHDConfig, Pix2PixHDGenerator
 from lesion_train import mask2image
 from lesion_train.distributed import DistEnv

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from lesion_train import runs
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "runs"

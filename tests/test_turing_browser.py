@@ -13,10 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from lesion_data.phantom import generate_phantoms
 from lesion_turing import write_report
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

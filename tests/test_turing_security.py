@@ -10,9 +10,8 @@ import threading
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from lesion_turing import Study, StudySpec, create_study, make_server
+from PIL import Image
 
 SECRET_WORDS = ("truthfolderreal", "truthfoldersynth", "realsource", "fakesource", "synthetic\":", "is_synthetic")
 

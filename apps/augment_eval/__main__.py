@@ -12,7 +12,6 @@ conditional PGGAN) or phantom:SEED. Results: table.md, auc_vs_ratio.png in the e
 
 
 import click
-
 from lesion_data.store import StoreError
 from lesion_train import cli
 from lesion_train.augment_eval import AugmentEvalConfig, run_experiment
@@ -35,7 +34,7 @@ def main(resume, dry_run, options):
             return
         run_dir = run_experiment(config, resume=resume)
     except (ValueError, FileNotFoundError, StoreError, ResumeError) as error:
-        raise click.ClickException(str(error))
+        raise click.ClickException(str(error)) from None
     if run_dir is None:  # a non-main torchrun rank: rank 0 reports for the experiment
         return
     click.echo((run_dir / "table.md").read_text())

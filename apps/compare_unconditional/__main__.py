@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 from lesion_data.store import StoreError
-from lesion_train import cli
 from lesion_metrics import MetricUnavailable, NotEnoughImages, list_metrics
 from lesion_metrics.inception import WeightsError
+from lesion_train import cli
 from lesion_train.compare import CompareConfig, compare, train_configs
 from lesion_train.evaluation import EvaluationError
 from lesion_train.runs import NonFiniteLossError, ResumeError

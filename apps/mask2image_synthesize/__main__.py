@@ -15,7 +15,6 @@ import json
 import sys
 
 import click
-
 from lesion_models import PretrainedLoadError
 from lesion_train import cli
 from lesion_train.mask2image import SynthesisError, class_fidelity, synthesize

@@ -13,7 +13,6 @@ published defaults apply. See docs/mask2image.md.
 import sys
 
 import click
-
 from lesion_data.store import StoreError
 from lesion_metrics.losses.translation import VGGWeightsError
 from lesion_models import PretrainedLoadError

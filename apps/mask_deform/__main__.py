@@ -13,13 +13,12 @@ import sys
 import click
 import numpy as np
 import torch
-from PIL import Image
-
 from lesion_data.mask_deform import deform_masks
 from lesion_data.preprocess import MASK_FILE_SUFFIXES, BadInput, load_mask
 from lesion_data.readers import list_image_files
 from lesion_train import cli
 from lesion_train.runs import atomic_save_image, save_image_grid
+from PIL import Image
 
 
 @cli.command()

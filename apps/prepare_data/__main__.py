@@ -12,13 +12,12 @@ import pathlib
 import sys
 
 import click
-from PIL import Image
-
+from lesion_data.prepare import PrepareError, prepare_phantom_store, prepare_store
 from lesion_data.preview import preview_sheet
 from lesion_data.readers import SourceError
-from lesion_data.prepare import PrepareError, prepare_phantom_store, prepare_store
 from lesion_data.store import PreparedStore, StoreError
 from lesion_train import cli
+from PIL import Image
 
 
 @cli.command(renamed_options={"--n": "--phantoms"})
@@ -52,9 +51,9 @@ def main(source, out, resolution, margin, skip_bad, workers, layout, splits, no_
         for problem in e.problems:
             click.echo(f"bad: {problem}", err=True)
         hint = "; fix them or pass --skip-bad to leave them out" if e.problems and not skip_bad else ""
-        raise click.ClickException(f"{e}{hint} (nothing was written)")
+        raise click.ClickException(f"{e}{hint} (nothing was written)") from None
     except (SourceError, StoreError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from None
     store = PreparedStore(path)
     m = store.manifest
     for problem in m.get("skipped", []):

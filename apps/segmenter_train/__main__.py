@@ -11,11 +11,10 @@ real images: the ceiling for mask consistency) and OUT/log.jsonl. Use it with
 import sys
 
 import click
-
 from lesion_data.store import StoreError
 from lesion_train import cli
-from lesion_train.setup import apply_overrides
 from lesion_train.segmenter import SegmenterTrainConfig, train_segmenter
+from lesion_train.setup import apply_overrides
 
 
 @cli.command()

@@ -7,7 +7,8 @@
 import click
 from lesion_data import CLASS_NAMES
 from lesion_train.cli import group
-from lesion_turing import ServeConfig, StudySpec, StudyError, open_study, serve as serve_study, write_report
+from lesion_turing import ServeConfig, StudyError, StudySpec, open_study, write_report
+from lesion_turing import serve as serve_study
 from lesion_turing.images import ImageError
 from tqdm import tqdm
 

@@ -1,5 +1,4 @@
 import torch
-
 from lesion_data.augment import apply_dihedral, random_dihedral
 from lesion_data.labelmap import boundary_map, label_map, one_hot_label_map
 

@@ -5,11 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from lesion_data import preprocess
 from lesion_data.preprocess import BadInput, Task, binary_mask, load_mask, process, read_mask_folder
 from lesion_data.readers import is_image_file, list_image_files, open_source
+from PIL import Image
 
 
 def test_contact_sheets_and_hidden_files_are_not_images(tmp_path, write_image):

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from lesion_data.loader import StoreBatches
 from lesion_data.store import PreparedStore, StoreError, write_store
 

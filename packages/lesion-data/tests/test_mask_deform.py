@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from lesion_data.mask_deform import deform_masks
 
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from lesion_data import CLASS_NAMES
 from lesion_data.phantom import PRIORS, generate_phantoms
 from lesion_data.prepare import phantom_store

@@ -2,12 +2,11 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from lesion_data.preprocess import BadInput, Task, crop_box, process
-from lesion_data.prepare import PrepareError, open_or_prepare, prepare_phantom_store, prepare_store
-from lesion_data.store import PreparedStore, StoreError
 from lesion_data.phantom import generate_phantoms
+from lesion_data.prepare import PrepareError, open_or_prepare, prepare_phantom_store, prepare_store
+from lesion_data.preprocess import BadInput, Task, crop_box, process
+from lesion_data.store import PreparedStore, StoreError
+from PIL import Image
 
 
 def test_round_trip_equals_resampled_input(tmp_path, write_image, write_mask):

@@ -3,10 +3,9 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from lesion_data import CLASS_NAMES
-from lesion_data.readers import SEVEN_CLASS_NAMES, Source, SourceError, detect_layout, open_source
 from lesion_data.prepare import prepare_store
+from lesion_data.readers import SEVEN_CLASS_NAMES, Source, SourceError, detect_layout, open_source
 from lesion_data.store import PreparedStore
 
 SAMPLE = os.environ.get("LESION_SAMPLE_ISIC2017")

@@ -2,9 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from lesion_data.store import PreparedStore, StoreError, StoreWriter, downsample_levels, write_store
+from PIL import Image
 
 
 def _random(n=5, r=16, seed=0):

@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-
 from lesion_metrics.auc import (
     auc_ci,
     balanced_accuracy,
@@ -98,7 +97,7 @@ def test_parity_with_isic_challenge_scoring():
     pred = pd.DataFrame(probs, columns=names)
     weights = pd.Series(np.ones(len(labels)))
     ours = isic2017_scores(labels, probs, n_boot=200)
-    for k, name in ((1, "melanoma"), (2, "seborrheic_keratosis")):
+    for name in ("melanoma", "seborrheic_keratosis"):
         reference = metrics.auc(truth[name], pred[name], weights)
         assert ours[f"auc_{name}"] == pytest.approx(reference, abs=1e-12)
     assert ours["auc_mean"] == pytest.approx((ours["auc_melanoma"] + ours["auc_seborrheic_keratosis"]) / 2)

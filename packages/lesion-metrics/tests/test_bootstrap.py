@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from lesion_metrics import ImageSource, MetricOptions, calc_metric
 from lesion_metrics.bootstrap import mean_interval, resample_counts, resample_rng
 from lesion_metrics.fid import frechet_figure

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, calc_metric
 from lesion_metrics.frechet import feature_statistics, frechet_distance
 from lesion_metrics.registry import extract_features

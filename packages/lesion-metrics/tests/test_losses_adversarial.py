@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from lesion_metrics.losses import adversarial as adv
 
 

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from torch import nn
-
 from lesion_metrics.losses.translation import VGGPerceptualLoss, VGGWeightsError, feature_matching_loss, gan_loss
+from torch import nn
 
 
 def test_lsgan_sums_scales_and_vanilla_matches_bce():

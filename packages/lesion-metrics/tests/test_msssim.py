@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from lesion_metrics import ImageSource, MetricOptions, NotEnoughImages, calc_metric
 from lesion_metrics.msssim import gaussian_window_1d, ms_ssim
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from lesion_metrics.precision_recall import coverage, knn_radii, precision_recall
 
 

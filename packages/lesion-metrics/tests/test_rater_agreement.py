@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from lesion_metrics.rater_agreement import (
     binomial_test,
     confidence_accuracy,

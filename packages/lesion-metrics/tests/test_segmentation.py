@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from lesion_metrics.segmentation import dice_iou
 
 

@@ -6,7 +6,6 @@ import pathlib
 import numpy as np
 import pytest
 import torch
-
 from lesion_metrics import ImageSource, MetricOptions, NotEnoughImages, calc_metric
 from lesion_metrics import swd as S
 

@@ -4,8 +4,6 @@
 
 import pytest
 import torch
-from torch import nn
-
 from lesion_models import load_pretrained
 from lesion_models.dcgan import DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from lesion_models.lapgan import (
@@ -17,6 +15,7 @@ from lesion_models.lapgan import (
     reconstruct,
     up,
 )
+from torch import nn
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 256])

@@ -4,10 +4,8 @@ import pathlib
 
 import pytest
 import torch
-
 from lesion_models import load_pretrained
 from lesion_models.classifier import ARCHITECTURES, ClassifierConfig, LesionClassifier, load_imagenet_weights
-
 
 # torchvision is the `classifiers` extra: a lean `--exact` lesion-models env skips these.
 needs_torchvision = pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,

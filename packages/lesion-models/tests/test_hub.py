@@ -2,7 +2,6 @@ import dataclasses
 
 import pytest
 import torch
-
 from lesion_models.hub import Pretrained, PretrainedLoadError, load_pretrained, register
 
 

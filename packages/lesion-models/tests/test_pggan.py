@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from lesion_models import load_pretrained
 from lesion_models.pggan import (
     EqualizedConv2d,

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from lesion_models import load_pretrained
 from lesion_models.pix2pix import UNetGenerator, UNetGeneratorConfig, patchgan70_config
 from lesion_models.pix2pixhd import (
@@ -15,7 +14,6 @@ from lesion_models.pix2pixhd import (
 )
 from lesion_models.spade import SPADEGenerator, SPADEGeneratorConfig, spade_discriminator_config
 from lesion_models.unet import UNetSegmenter, UNetSegmenterConfig
-
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lesion_models import load_pretrained
 from lesion_models.dcgan import DCGANGenerator
 from lesion_models.lapgan import LAPGANGenerator
@@ -110,7 +109,7 @@ def test_lapgan_levels_are_independent(tmp_path):
     reals = torch.rand(4, 3, 32, 32) * 2 - 1
     critics = recipe.critics(reals)
     assert [real.shape[-1] for _, real, _ in critics] == [8, 16, 32]
-    for index, (_, real, fake) in enumerate(critics):
+    for index, (_, _real, fake) in enumerate(critics):
         recipe.G.zero_grad(set_to_none=True)
         fake.sum().backward(retain_graph=True)
         own = recipe.G.coarse_net if index == 0 else recipe.G.levels[index - 1]

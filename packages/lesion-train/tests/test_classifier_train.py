@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from lesion_data.phantom import generate_phantoms
 from lesion_models.classifier import LesionClassifier
 from lesion_train import classifier as trainer

@@ -5,7 +5,6 @@ from typing import Literal
 import click
 import pytest
 from click.testing import CliRunner
-
 from lesion_train import cli
 from lesion_train.setup import apply_overrides
 

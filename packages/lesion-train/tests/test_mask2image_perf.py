@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-
 from lesion_train.distributed import DistEnv, reuse_freed_memory
 from lesion_train.mask2image import Mask2ImageConfig, Mask2ImageTrainer
 
@@ -70,7 +69,6 @@ def test_freed_tensor_memory_is_reused_without_new_page_faults():
 def test_inference_in_channels_last_gives_the_same_images():
     """pggan_sample's channels_last generator draws the same images as the NCHW one."""
     from lesion_models.pggan import PGGANConfig, PGGANGenerator
-
     from lesion_train.sampling import for_inference
 
     torch.manual_seed(0)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from lesion_data.labelmap import label_map, one_hot_label_map
 from lesion_models.pix2pixhd import Pix2PixHDConfig, Pix2PixHDGenerator
-
 from lesion_train import runs
 from lesion_train.distributed import DistEnv
 from lesion_train.mask2image import (

@@ -6,12 +6,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from lesion_data.phantom import generate_phantoms
 from lesion_train import monitor, pggan, runs
 from lesion_train.classifier import ClassifierTrainConfig, train_classifier
 from lesion_train.segmenter import SegmenterTrainConfig, train_segmenter
+from PIL import Image
 
 
 class FakeWriter:

@@ -2,9 +2,8 @@
 
 import dataclasses
 
-import torch
-
 import lesion_models.pggan
+import torch
 from lesion_train import pggan
 from lesion_train.distributed import DistEnv
 

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from lesion_models import load_pretrained
 from lesion_train import pggan, runs
 from lesion_train.pggan import PGGANSchedule, blend_reals
@@ -239,10 +238,9 @@ def test_thread_choice_and_sampling_helpers(tmp_path):
 
 @pytest.mark.slow  # ~40 s on a CPU: inductor compiles G's graphs
 def test_compiled_generator_gives_eager_gradients_and_compiles_once_per_stage(tmp_path):
-    from torch._dynamo.utils import counters
-
     from lesion_train.distributed import DistEnv
     from lesion_train.gan_loop import Phase
+    from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()

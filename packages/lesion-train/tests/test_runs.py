@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from lesion_models.hub import load_pretrained
 from lesion_train import runs
 from lesion_train.distributed import autocast, choose_device, init_distributed
+from PIL import Image
 
 
 @dataclasses.dataclass

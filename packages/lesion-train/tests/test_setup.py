@@ -1,7 +1,6 @@
 import dataclasses
 
 import pytest
-
 from lesion_train import runs
 from lesion_train.gan_loop import LoopConfig
 from lesion_train.mask2image import Mask2ImageConfig

@@ -8,11 +8,10 @@ import struct
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from lesion_turing import Rejected, Study, StudyError, StudySpec, build_report, create_study, open_study, write_report
-from lesion_turing.report import render_html
 from lesion_turing.images import ImageError, contact_sheet, list_images, reencode, select_study
+from lesion_turing.report import render_html
+from PIL import Image
 
 
 def write_images(folder, n, shape, suffix, seed):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # Bump when the rendering changes: it is part of the cache key of phantom stores.
 GENERATOR_VERSION = 4
 PRIORS = (1372 / 2000, 374 / 2000, 254 / 2000)

@@ -10,8 +10,6 @@ image size with a proportionally smaller sigma.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 

@@ -9,8 +9,6 @@ the flags and intervals of its whole-set version, judged on the class's own imag
 
 from __future__ import annotations
 
-import numpy as np
-
 from lesion_metrics.fid import frechet_figure
 from lesion_metrics.kid import kid_figure
 from lesion_metrics.precision_recall import K, precision_recall

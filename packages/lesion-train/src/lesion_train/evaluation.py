@@ -25,19 +25,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
-from tqdm import tqdm
-
 from lesion_data.prepare import open_or_prepare
 from lesion_data.readers import list_image_files
 from lesion_data.store import PreparedStore, StoreError
 from lesion_metrics import FeatureExtractor, ImageSource, MetricOptions, NotEnoughImages, calc_metric, list_metrics
 from lesion_metrics.inception import default_cache_dir
 from lesion_models.hub import CONFIG_NAME, WEIGHTS_NAME, PretrainedLoadError, load_pretrained
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
 from lesion_train.distributed import DistEnv, choose_device
 from lesion_train.gan_loop import configure_threads
-from lesion_train.runs import (STATE_NAME, JsonlLog, atomic_write_text, check_output_file, check_output_folder,
-                               find_model, image_grid, list_snapshots, to_uint8)
+from lesion_train.runs import (
+    STATE_NAME,
+    JsonlLog,
+    atomic_write_text,
+    check_output_file,
+    check_output_folder,
+    find_model,
+    image_grid,
+    list_snapshots,
+    to_uint8,
+)
 from lesion_train.sampling import compiled_for_inference, for_inference, pad_batch
 
 DEFAULT_METRICS = ("fid", "kid", "is", "swd", "msssim", "pr", "domain_fd", "memorization", "spectral", "per_class")
@@ -425,7 +434,7 @@ def write_report(directory: Path, records: list[dict], samples: dict[str, torch.
     missing: dict[str, str] = {}
     for r in records:
         resolution[r["snapshot"]] = r.get("resolution")
-        for key, value in r["results"].items():
+        for key in r["results"]:
             columns += [key] if key not in columns else []
             table.setdefault(r["snapshot"], {})[key] = format_value(r, key)
         flags.update(r.get("flags", {}))

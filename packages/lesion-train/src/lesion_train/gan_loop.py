@@ -23,12 +23,18 @@ from typing import Callable, Protocol
 
 import torch
 import torch.distributed as dist
+from lesion_models import PretrainedLoadError, load_pretrained
 from tqdm import tqdm
 
-from lesion_models import PretrainedLoadError, load_pretrained
-
 from lesion_train import runs
-from lesion_train.distributed import DistEnv, barrier, broadcast_object, gather_objects, mean_across_ranks, peak_memory_mb
+from lesion_train.distributed import (
+    DistEnv,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    mean_across_ranks,
+    peak_memory_mb,
+)
 from lesion_train.monitor import TrainingLog, timing
 
 

@@ -56,6 +56,7 @@ from lesion_train import gan_loop, runs, setup
 from lesion_train.distributed import DistEnv, autocast, grad_scaler, reuse_freed_memory
 from lesion_train.gan_loop import TwoPlayerOptim
 
+
 @dataclasses.dataclass(frozen=True)
 class ArchDefaults:
     """An architecture's published losses and optimiser (options left unset take these)."""

@@ -28,7 +28,6 @@ from lesion_train import gan_loop, monitor, runs
 from lesion_train.distributed import DistEnv, choose_device, peak_memory_mb
 from lesion_train.setup import open_data
 
-
 TICKS = 20  # log lines per run
 
 

@@ -16,10 +16,9 @@ import random
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
-
 from lesion_data.preprocess import BadInput, check_pixels, fit_pixel_limit, open_image
 from lesion_data.readers import is_image_file
+from PIL import Image, ImageDraw, ImageOps
 
 
 class ImageError(ValueError):

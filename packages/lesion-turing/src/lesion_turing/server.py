@@ -19,8 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
-from .report import (build_report, fooled_sheet_png, plural, render_html, report_json, report_loading,
-                     start_warm_up)
+from .report import build_report, fooled_sheet_png, plural, render_html, report_json, report_loading, start_warm_up
 from .study import Rejected, Study
 
 MAX_BODY = 4096
