@@ -14,6 +14,7 @@ from lesion_metrics import MetricUnavailable, NotEnoughImages, list_metrics
 from lesion_metrics.inception import WeightsError
 from lesion_models import PretrainedLoadError
 from lesion_train import cli
+from lesion_train.compare import summary
 from lesion_train.compare_translation import ARCHS, TranslationCompareConfig, compare_translation, train_config
 from lesion_train.runs import NonFiniteLossError, ResumeError
 
@@ -38,10 +39,7 @@ def main(settings, quiet, dry_run, options):
     except (StoreError, ResumeError, NonFiniteLossError, NotEnoughImages, MetricUnavailable, WeightsError,
             PretrainedLoadError, ValueError) as error:
         raise click.ClickException(str(error).splitlines()[0]) from None
-    click.echo(Path(document["table"]).read_text())
-    click.echo(f"table: {document['table']}")
-    click.echo(f"figure: {document['figure']}")
-    click.echo(f"curves: {document['curves']}")
+    click.echo(summary(document))
 
 
 if __name__ == "__main__":

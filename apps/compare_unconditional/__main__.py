@@ -4,14 +4,13 @@ Writes OUT/table.md, OUT/results.json, OUT/comparison.png (reals + one grid per 
 OUT/curves.png (every metric against kimg at --checkpoints); the training runs go to OUT/runs/ and
 the evaluations to OUT/evaluations.jsonl, both reused by a re-run. See docs/baselines.md."""
 
-from pathlib import Path
 
 import click
 from lesion_data.store import StoreError
 from lesion_metrics import MetricUnavailable, NotEnoughImages, list_metrics
 from lesion_metrics.inception import WeightsError
 from lesion_train import cli
-from lesion_train.compare import CompareConfig, compare, train_configs
+from lesion_train.compare import CompareConfig, compare, summary, train_configs
 from lesion_train.evaluation import EvaluationError
 from lesion_train.runs import NonFiniteLossError, ResumeError
 
@@ -33,10 +32,7 @@ def main(settings, quiet, dry_run, options):
     except (StoreError, ResumeError, NonFiniteLossError, EvaluationError, NotEnoughImages, MetricUnavailable,
             WeightsError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(Path(document["table"]).read_text())
-    click.echo(f"table: {document['table']}")
-    click.echo(f"figure: {document['figure']}")
-    click.echo(f"curves: {document['curves']}")
+    click.echo(summary(document))
 
 
 if __name__ == "__main__":

@@ -289,6 +289,12 @@ def write_outputs(out: Path, document: dict, notes: list[str], panels: list[tupl
     return document
 
 
+def summary(document: dict) -> str:
+    """What a comparison app prints: the table, then where the table and the figures are."""
+    paths = [f"{key}: {document[key]}" for key in ("table", "figure", "curves")]
+    return "\n".join([Path(document["table"]).read_text(), *paths])
+
+
 def compare(config: CompareConfig) -> dict:
     """Train (or reuse) every architecture and evaluate it at each checkpoint (or reuse the
     recorded evaluation); write ``table.md``, ``results.json``, ``curves.png`` and
