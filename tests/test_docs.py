@@ -10,10 +10,11 @@ SCANNED = ("README.md", "docs", "packages", "apps", "benchmarks", "tests", ".ci"
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".js", ".html", ".css", ".cfg", ".ini", ".yml", ".yaml", ".sh", ""}
 SKIPPED_DIRS = {"__pycache__", ".venv", "node_modules", ".pytest_cache", ".ruff_cache"}
 
+# Bracketed letters keep this file from matching its own patterns in a plain grep.
 OFF_SUBJECT = re.compile(
-    r"session|issue #|this machine|this cpu|measured here|other jobs|idle machine|DESIGN\.md|xeon|epyc",
+    r"sess[i]on|issu[e] #|this mach[i]ne|this [c]pu|measured [h]ere|other [j]obs|idle [m]achine|DESIGN\.md|[x]eon|[e]pyc",
     re.IGNORECASE)
-CPU_NAMES = re.compile(r"xeon|epyc", re.IGNORECASE)
+CPU_NAMES = re.compile(r"[x]eon|[e]pyc", re.IGNORECASE)
 ALLOWED = ('scope="session"',)  # pytest's fixture scope
 
 
@@ -60,9 +61,10 @@ def test_no_text_outside_the_projects_subject():
 
 def test_the_off_subject_check_sees_a_hit_and_allows_a_table_header(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("2 cores of an AMD EPYC, torch 2.15:\n\n| a |\n|---|\n\nOn the idle machine the EPYC ran it.\n"
+    cpu, place = "EP" + "YC", "idle " + "machine"
+    page.write_text(f"2 cores of an AMD {cpu}, torch 2.15:\n\n| a |\n|---|\n\nOn the {place} the {cpu} ran it.\n"
                     '@pytest.fixture(scope="session")\n')
-    assert off_subject_lines(page, tmp_path) == ["page.md:6: On the idle machine the EPYC ran it."]
+    assert off_subject_lines(page, tmp_path) == [f"page.md:6: On the {place} the {cpu} ran it."]
 
 
 FENCED = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
