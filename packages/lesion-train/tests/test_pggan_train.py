@@ -207,7 +207,7 @@ def test_raw_isic_folder_is_prepared_once_and_trains_conditionally(tmp_path):
     options = json.loads((result.run_dir / runs.OPTIONS_NAME).read_text())
     assert options["resolved"]["class_names"] == ["nevus", "melanoma", "seborrheic_keratosis"]
     store = Path(options["resolved"]["store"])
-    assert store.name.startswith("prepared-") and str(store).startswith(os.environ["LESION_GAN_CACHE"])
+    assert store.parent.name == "stores" and str(store).startswith(os.environ["LESION_GAN_CACHE"])
     assert load_pretrained(result.final_snapshot / "G_ema").num_classes == 3
     # A second run finds the prepared store in the cache instead of decoding the JPEGs again.
     mtime = (store / "manifest.json").stat().st_mtime
