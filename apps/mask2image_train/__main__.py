@@ -35,20 +35,16 @@ OPTIONS = cli.ConfigOptions(
 @cli.dry_run_option
 @cli.plan_options
 @OPTIONS
-def main(resume, dry_run, plan, plan_devices, plan_device_tflops, plan_device_memory, options):
+def main(resume, dry_run, plan, options):
     """Train a mask-to-image GAN; prints the run directory and the final grid."""
     try:
         if resume:
             config = options.build(Mask2ImageConfig, load_run_config(resume, Mask2ImageConfig, {"loop.resume": resume}))
         else:
             # A plan is of the published networks, which a GPU run on real data trains.
-            published = "data" in options.given or plan
+            published = "data" in options.given or plan is not None
             config = options.build(Mask2ImageConfig, Mask2ImageConfig() if published else DEMO)
-        if dry_run:
-            cli.print_config(config)
-            return
-        if plan:
-            cli.print_plan(config, plan_devices, plan_device_tflops, plan_device_memory)
+        if cli.preview(config, dry_run, plan):
             return
         result = train_mask2image(config)
     except (StoreError, runs.ResumeError, runs.NonFiniteLossError, PretrainedLoadError, VGGWeightsError, ValueError,

@@ -29,7 +29,7 @@ OPTIONS = cli.ConfigOptions(
 @cli.dry_run_option
 @cli.plan_options
 @OPTIONS
-def main(arch, preset, resume, dry_run, plan, plan_devices, plan_device_tflops, plan_device_memory, options):
+def main(arch, preset, resume, dry_run, plan, options):
     try:
         arch = baselines.run_arch(resume) if resume else arch
         entry = ARCHITECTURES[arch]
@@ -41,11 +41,7 @@ def main(arch, preset, resume, dry_run, plan, plan_devices, plan_device_tflops, 
             config = entry.apply_overrides(entry.load_run_config(resume), {**given, "loop.resume": resume})
         else:
             config = entry.preset(preset, given)
-        if dry_run:
-            cli.print_config(config)
-            return
-        if plan:
-            cli.print_plan(config, plan_devices, plan_device_tflops, plan_device_memory)
+        if cli.preview(config, dry_run, plan):
             return
         result = entry.train(config)
     except (StoreError, ResumeError, NonFiniteLossError, ValueError) as error:

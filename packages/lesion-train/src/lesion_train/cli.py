@@ -174,18 +174,39 @@ _PLAN_OPTIONS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanRequest:
+    """What ``--plan`` and its device options asked for."""
+
+    devices: int
+    device_tflops: float | None
+    device_memory_gib: float | None
+
+
 def plan_options(function: Callable) -> Callable:
-    """``--plan``, ``--plan-devices``, ``--plan-device-tflops``, ``--plan-device-memory``."""
+    """``--plan``, ``--plan-devices``, ``--plan-device-tflops``, ``--plan-device-memory``, handed to the
+    command as one ``plan``: a :class:`PlanRequest`, or None without ``--plan``."""
+
+    @functools.wraps(function)
+    def command(*args, plan, plan_devices, plan_device_tflops, plan_device_memory, **kwargs):
+        request = PlanRequest(plan_devices, plan_device_tflops, plan_device_memory) if plan else None
+        return function(*args, plan=request, **kwargs)
+
     for option in reversed(_PLAN_OPTIONS):
-        function = option(function)
-    return function
+        command = option(command)
+    return command
 
 
-def print_plan(config, devices: int, device_tflops: float | None, device_memory_gib: float | None) -> None:
-    """What ``--plan`` prints for ``config`` (lesion_train.plan)."""
-    from lesion_train.plan import describe  # torch: only when a command runs
+def preview(config, dry_run: bool, plan: PlanRequest | None) -> bool:
+    """Print ``config`` (``--dry-run``) or its plan (``--plan``, lesion_train.plan); True when either
+    was asked for, and the command stops there."""
+    if dry_run:
+        print_config(config)
+    elif plan is not None:
+        from lesion_train.plan import describe  # torch: only when a command runs
 
-    click.echo(describe(config, devices, device_tflops, device_memory_gib))
+        click.echo(describe(config, plan.devices, plan.device_tflops, plan.device_memory_gib))
+    return dry_run or plan is not None
 
 
 def print_config(config) -> None:
@@ -454,5 +475,5 @@ def architectures() -> dict[str, Architecture]:
 
 
 __all__ = ["Architecture", "CONTEXT_SETTINGS", "CommaList", "Command", "ConfigOptions", "DEPRECATED",
-           "Group", "NAMES", "Name", "Options", "Spec", "architectures", "command", "dry_run_option",
-           "field_comments", "group", "plan_options", "print_config", "print_plan", "set_option"]
+           "Group", "NAMES", "Name", "Options", "PlanRequest", "Spec", "architectures", "command", "dry_run_option",
+           "field_comments", "group", "plan_options", "preview", "print_config", "set_option"]
