@@ -136,7 +136,8 @@ def test_app_end_to_end_then_resume(tmp_path, monkeypatch):
     # One intra-op thread: on a shared, oversubscribed CPU two run several times slower.
     env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     tiny = ["--phantom-n", "96", "--real-train", "24", "--ratios", "0,1", "--balance", "--seeds", "1",
-            "--kimg", "0.008", "--batch-size", "8", "--eval-every-kimg", "0.008", "--out", str(tmp_path / "runs")]
+            "--kimg", "0.008", "--batch-size", "8", "--eval-every-kimg", "0.008", "--quality-n", "0",
+            "--out", str(tmp_path / "runs")]
     done = _app(*tiny, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = (tmp_path / "runs").iterdir()
@@ -150,6 +151,7 @@ def test_app_end_to_end_then_resume(tmp_path, monkeypatch):
     assert "balance classes" in table and "ratio 1" in table and table in done.stdout
     assert Image.open(run / "auc_vs_ratio.png").size == (640, 420)
     assert (run / "grids" / "synthetic.png").is_file()
+    assert "| phantom:1 | n/a | n/a | ratio 1 |" in table and not (run / "quality.jsonl").exists()
 
     (run / "table.md").unlink()
     monkeypatch.setenv("LESION_GAN_CACHE", env["LESION_GAN_CACHE"])
@@ -206,3 +208,86 @@ def test_torchrun_two_processes_write_one_experiment(tmp_path):
     assert len((run / "results.jsonl").read_text().splitlines()) == 2
     assert done.stdout.count("experiment:") == 1
     assert (run / "table.md").is_file() and (run / "trials" / "resnet18-r1-s0" / "best").is_dir()
+
+
+def test_sources_are_labelled_and_share_one_real_only_baseline():
+    assert ae.source_label("early=runs/a/snapshots/000004.000") == ("early", "runs/a/snapshots/000004.000")
+    assert ae.source_label("runs/20260101-pggan/snapshots/000014.016")[0] == "20260101-pggan@000014.016"
+    assert ae.source_label("mask2image:runs/20260101-ours") == ("mask2image:20260101-ours", "mask2image:runs/20260101-ours")
+    assert ae.source_label("phantom:3") == ("phantom:3", "phantom:3")
+    assert ae.source_label("runs/x=y/model")[0] == "model"  # a path with "=" is not a label
+    config = ae.AugmentEvalConfig(synthetic=("a=phantom:1", "b=phantom:2"), ratios=(0, 1), balance=True, seeds=2)
+    trials = config.trials()
+    assert [t for t in trials if t[2] == "r0"] == [("resnet18", None, "r0", 0), ("resnet18", None, "r0", 1)]
+    assert {(t[1], t[2]) for t in trials if t[2] != "r0"} == {("a", "r1"), ("b", "r1"), ("a", "balance"), ("b", "balance")}
+    assert len(trials) == 2 + 2 * 2 * 2
+    assert ae.trial_name("resnet18", "a", "r1", 0, config) == "resnet18-a-r1-s0"
+    single = ae.AugmentEvalConfig(synthetic="phantom:1")
+    assert single.synthetic == ("phantom:1",) and ae.trial_name("resnet18", "phantom:1", "r1", 0, single) == "resnet18-r1-s0"
+    # A record written before sources were recorded belongs to the single source.
+    assert ae.trial_key({"classifier": "resnet18", "condition": "r1", "seed": 0}, single) == ("resnet18", "phantom:1", "r1", 0)
+    with pytest.raises(ValueError, match="distinct labels"):
+        ae.AugmentEvalConfig(synthetic=("x=phantom:1", "x=phantom:2"))
+
+
+def test_a_generator_trained_on_held_out_images_is_refused(tmp_path):
+    from lesion_data.store import write_store
+
+    images, masks, labels = generate_phantoms(12, 8, seed=0, balanced=True)
+    ids = [f"img{i}" for i in range(12)]
+    for name, rows in (("leaky", range(12)), ("clean", range(6))):
+        write_store(tmp_path / name / "store", images[list(rows)], masks[list(rows)], labels[list(rows)],
+                    ("nevus", "melanoma", "seborrheic_keratosis"), source={}, preprocessing={},
+                    ids=[ids[i] for i in rows])
+        run = tmp_path / name / "run"
+        (run / "snapshots" / "000001.000" / "G_ema").mkdir(parents=True)
+        (run / "training_options.json").write_text(json.dumps({"data": str(tmp_path / name / "store"), "resolution": 8}))
+    held_out = {"img7", "img9"}
+    with pytest.raises(ValueError, match="trained on 2 of the 2 real validation/test images"):
+        ae.check_held_out("leaky", str(tmp_path / "leaky" / "run" / "snapshots" / "000001.000" / "G_ema"), held_out)
+    with pytest.raises(ValueError, match="leaky"):
+        ae.check_held_out("leaky", f"mask2image:{tmp_path / 'leaky' / 'run'}", held_out)
+    ae.check_held_out("clean", str(tmp_path / "clean" / "run"), held_out)
+    ae.check_held_out("oracle", "phantom:1", held_out)
+
+
+def test_exported_training_split_is_the_experiments_training_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path / "cache"))
+    config = ae.AugmentEvalConfig(phantom_n=60, resolution=16, real_train=20)
+    exported = ae.export_training_split(config, tmp_path / "train")
+    real = ae.open_real(config)
+    split = ae.experiment_split(config, real)
+    assert exported.ids == [real.ids[i] for i in split["train"]] and len(exported) == len(split["train"])
+    np.testing.assert_array_equal(exported.images(16), real.images(16)[split["train"]])
+    np.testing.assert_array_equal(exported.labels, np.asarray(real.labels)[split["train"]])
+    assert exported.has_masks
+    assert not set(exported.ids) & {real.ids[i] for i in np.concatenate([split["val"], split["test"]])}
+
+
+def test_app_with_two_sources_reports_their_quality_beside_their_rows(tmp_path):
+    import os
+
+    env = {**os.environ, "LESION_GAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    tiny = ["--phantoms", "96", "--real-train", "24", "--ratios", "0,1", "--seeds", "1", "--kimg", "0.008",
+            "--batch", "8", "--eval-every-kimg", "0.008", "--quality-n", "24", "--out", str(tmp_path / "runs"),
+            "--synthetic", "oracle=phantom:1,other=phantom:2"]
+    done = _app(*tiny, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["source"] or "", r["condition"]) for r in records) == [("", "r0"), ("oracle", "r1"), ("other", "r1")]
+    quality = [json.loads(line) for line in (run / "quality.jsonl").read_text().splitlines()]
+    assert [q["source"] for q in quality] == ["oracle", "other"]
+    assert all(q["num_fake"] == 24 and q["fid"] > 0 and np.isfinite(q["kid"]) for q in quality)
+    rows = [line for line in (run / "table.md").read_text().splitlines() if line.startswith("| resnet18")]
+    assert rows[0].startswith("| resnet18 | none (real only) | — | — | ratio 0 |")
+    for row, q in zip(rows[1:], quality, strict=True):
+        assert row.startswith(f"| resnet18 | {q['source']} | {q['fid']:.1f} | {q['kid']:.3f} | ratio 1 |")
+    assert (run / "grids" / "synthetic-oracle.png").is_file() and (run / "grids" / "synthetic-other.png").is_file()
+    trial_dirs = sorted(p.name for p in (run / "trials").iterdir())
+    assert trial_dirs == ["resnet18-oracle-r1-s0", "resnet18-other-r1-s0", "resnet18-r0-s0"]
+
+    again = _app("--resume", str(run), env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len((run / "results.jsonl").read_text().splitlines()) == 3
+    assert len((run / "quality.jsonl").read_text().splitlines()) == 2

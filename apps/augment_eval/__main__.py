@@ -14,7 +14,7 @@ conditional PGGAN) or phantom:SEED. Results: table.md, auc_vs_ratio.png in the e
 import click
 from lesion_data.store import StoreError
 from lesion_train import cli
-from lesion_train.augment_eval import AugmentEvalConfig, run_experiment
+from lesion_train.augment_eval import AugmentEvalConfig, export_training_split, run_experiment
 from lesion_train.runs import ResumeError
 
 # Every trial sets the classifier's architecture, seed, resolution and classes itself.
@@ -23,14 +23,21 @@ OPTIONS = cli.ConfigOptions(AugmentEvalConfig, exclude=("train.arch", "train.see
 
 @cli.command()
 @click.option("--resume", default=None, help="Experiment folder to finish (its options are reused).")
+@click.option("--export-train", default=None, metavar="DIR",
+              help="Write the real training split as a prepared store at DIR (to train generators on) and exit.")
 @cli.dry_run_option
 @OPTIONS
-def main(resume, dry_run, options):
+def main(resume, export_train, dry_run, options):
     """Downstream classifier AUC with and without synthetic training images."""
     try:
         config = options.build(AugmentEvalConfig)
         if dry_run:
             cli.print_config(config)
+            return
+        if export_train:
+            store = export_training_split(config, export_train)
+            click.echo(f"{store.path}: the {len(store)} real training images of this split; train generators "
+                       f"on it (--data {store.path}) and pass the same split options here")
             return
         run_dir = run_experiment(config, resume=resume)
     except (ValueError, FileNotFoundError, StoreError, ResumeError) as error:

@@ -3,7 +3,10 @@
 For every classifier architecture, condition and seed, a classifier is trained on the real
 training split alone (ratio 0) or on it plus ``ratio x n_real`` synthetic images (drawn in the
 real class proportions), or, with ``balance``, plus just enough synthetic images to give every
-class as many training images as the largest one. Every trial is scored on the same real
+class as many training images as the largest one. With several synthetic sources (generators
+taken at several training lengths, a mask-to-image model, ...), every source gets every synthetic
+condition and all share one real-only baseline; each source's FID and KID against the real test
+images sit beside its rows. Every trial is scored on the same real
 held-out test split with the ISIC-2017 protocol (melanoma / SK-vs-rest AUC, their mean, balanced
 accuracy). Synthetic images are only ever appended to the training split: validation (early
 stopping) and test sets are real and fixed by ``split_seed`` for every condition and seed, so
@@ -13,12 +16,13 @@ Experiment directory (``runs/<stamp>-augment_eval/``)::
 
     training_options.json     the resolved AugmentEvalConfig
     splits.npz                real store indices of train / val / test
-    grids/real.png, grids/synthetic.png
-    trials/<arch>-<condition>-s<seed>/   one classifier run (lesion_train.classifier layout)
+    grids/real.png, grids/synthetic.png (synthetic-<source>.png with several sources)
+    quality.jsonl             FID and KID of every synthetic source against the real test images
+    trials/<arch>[-<source>]-<condition>-s<seed>/   one classifier run (lesion_train.classifier layout)
         result.json           test scores with 95% CIs; test_predictions.npz
     results.jsonl             one line per finished trial (resume skips these)
     table.md, table.json      mean and 95% CI over seeds; paired difference to real-only
-    auc_vs_ratio.png          mean test AUC against synthetic ratio, one line per classifier
+    auc_vs_ratio.png          mean test AUC against synthetic ratio, one line per classifier and source
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from lesion_data import CLASS_NAMES
 from lesion_data.prepare import open_or_prepare
-from lesion_data.store import PreparedStore, StoreError
+from lesion_data.store import PreparedStore, StoreError, write_store
 from lesion_metrics.auc import isic2017_scores, mean_ci
 from lesion_models.classifier import ARCHITECTURES
 from PIL import Image, ImageDraw
@@ -45,6 +49,8 @@ from lesion_train.classifier import ClassifierTrainConfig, predict, train_classi
 from lesion_train.sampling import for_inference
 
 BALANCE = "balance"
+REAL_ONLY = "r0"
+QUALITY_SEED = 1_000_003  # distinct from every trial seed: a generator's quality images are not its training draws
 
 
 @dataclasses.dataclass
@@ -52,11 +58,12 @@ class AugmentEvalConfig:
     data: str | None = None  # prepared store; None = the built-in phantom store
     phantom_n: int = 2000
     resolution: int = 32
-    # A prepared store, a folder with one subfolder per class, a CSV (image + label or class
-    # column, e.g. mask2image_synthesize's synthesized.csv), a class-conditional generator (model,
-    # snapshot or run directory), "mask2image:DIR" / "mask2image-deformed:DIR" (a mask-to-image
-    # model fed the real training masks, or deformed copies), or "phantom:SEED".
-    synthetic: str = "phantom:1"  # store, class folders, CSV, generator, mask2image:DIR or phantom:SEED (docs/augment_eval.md)
+    # One or more sources, each a prepared store, a folder with one subfolder per class, a CSV
+    # (image + label or class column, e.g. mask2image_synthesize's synthesized.csv), a
+    # class-conditional generator (model, snapshot or run directory), "mask2image:DIR" /
+    # "mask2image-deformed:DIR" (a mask-to-image model fed the real training masks, or deformed
+    # copies), or "phantom:SEED". "LABEL=SOURCE" names a source in the table.
+    synthetic: tuple[str, ...] = ("phantom:1",)  # one or more of: store, class folders, CSV, generator, mask2image:DIR, phantom:SEED; LABEL=SOURCE names one (docs/augment_eval.md)
     ratios: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)  # synthetic images per real training image
     balance: bool = False  # add a condition using synthesis only to balance the classes
     classifiers: tuple[str, ...] = ("resnet18",)  # resnet18, resnet50, densenet121, efficientnet_b0
@@ -67,12 +74,19 @@ class AugmentEvalConfig:
     split_seed: int = 0  # seed of the real test/validation/training split
     test_data: str | None = None  # a separate real store to test on instead of a split
     n_boot: int = 1000  # bootstrap resamples of each interval
+    quality_n: int = 500  # synthetic images per source for its FID/KID against the real test images; 0 = skip
     out: str = "runs"
     name: str = "augment_eval"
     train: ClassifierTrainConfig = dataclasses.field(default_factory=ClassifierTrainConfig)
 
     def __post_init__(self):
         self.ratios, self.classifiers = tuple(float(r) for r in self.ratios), tuple(self.classifiers)
+        self.synthetic = (self.synthetic,) if isinstance(self.synthetic, str) else tuple(self.synthetic)
+        labels = [label for label, _ in self.sources]
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"synthetic sources need distinct labels (got {labels}); name them LABEL=SOURCE")
+        if self.quality_n < 0:
+            raise ValueError(f"quality_n must be >= 0, got {self.quality_n}")
         if isinstance(self.train, dict):
             self.train = ClassifierTrainConfig(**self.train)
         if any(r < 0 for r in self.ratios) or (not self.ratios and not self.balance):
@@ -88,6 +102,35 @@ class AugmentEvalConfig:
     @property
     def conditions(self) -> list[str]:
         return [f"r{r:g}" for r in self.ratios] + ([BALANCE] if self.balance else [])
+
+    @property
+    def sources(self) -> list[tuple[str, str]]:
+        """(label, spec) of every synthetic source, in the given order."""
+        return [source_label(spec) for spec in self.synthetic]
+
+    def trials(self) -> list[tuple[str, str | None, str, int]]:
+        """(classifier, source label or None for real only, condition, seed) of every trial: the
+        real-only condition is trained once and shared by every source."""
+        labels = [label for label, _ in self.sources]
+        return [(arch, None if condition == REAL_ONLY else label, condition, seed)
+                for arch in self.classifiers for condition in self.conditions
+                for label in ([None] if condition == REAL_ONLY else labels) for seed in range(self.seeds)]
+
+
+def source_label(spec: str) -> tuple[str, str]:
+    """``LABEL=SOURCE`` -> (LABEL, SOURCE); a bare source is labelled by its last path parts
+    (a snapshot as ``run@snapshot``)."""
+    head, sep, tail = spec.partition("=")
+    if sep and head and not any(c in head for c in "/:\\"):
+        return head, tail
+    kind, colon, path = spec.partition(":") if spec.startswith(("mask2image", "phantom:")) else ("", "", spec)
+    parts = Path(path).parts
+    if "snapshots" in parts[:-1]:
+        at = len(parts) - 1 - parts[::-1].index("snapshots")
+        name = f"{parts[at - 1] if at else ''}@{parts[at + 1]}"
+    else:
+        name = parts[-1] if parts else path
+    return f"{kind}{colon}{name}", spec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +163,29 @@ def split_indices(labels: np.ndarray, test_fraction: float, val_fraction: float,
 
 def open_real(config: AugmentEvalConfig) -> PreparedStore:
     return open_or_prepare(config.data, config.resolution, phantom_count=config.phantom_n)
+
+
+def experiment_split(config: AugmentEvalConfig, store: PreparedStore) -> dict[str, np.ndarray]:
+    """The experiment's real train / val / test indices into ``store`` (a pure function of the options)."""
+    return split_indices(np.asarray(store.labels), config.test_fraction, config.val_fraction, config.real_train,
+                         config.split_seed, with_test=not config.test_data)
+
+
+def export_training_split(config: AugmentEvalConfig, path: str | Path) -> PreparedStore:
+    """Write the real training split of ``config`` as a prepared store (images, masks, diagnoses),
+    so that generators can be trained on exactly the images the classifiers train on and never on
+    a validation or test image."""
+    store = open_real(config)
+    index = experiment_split(config, store)["train"]
+    masks = store.masks(config.resolution)
+    write_store(path, np.asarray(store.images(config.resolution)[index]),
+                None if masks is None else np.asarray(masks[index]), np.asarray(store.labels)[index],
+                store.class_names, ids=[store.ids[i] for i in index],
+                source={"layout": "split", "path": str(store.path), "split": "train",
+                        "split_seed": config.split_seed, "test_fraction": config.test_fraction,
+                        "val_fraction": config.val_fraction, "real_train": config.real_train},
+                preprocessing={"method": f"rows of {store.path} at {config.resolution} px"})
+    return PreparedStore(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,32 +447,41 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
     if (real_labels < 0).any():
         raise StoreError(f"{store.path}: {(real_labels < 0).sum()} images have no label; a labelled store is needed")
     test_images = test_labels = None
+    held_out_ids = set()
     if config.test_data:
         test_store = open_or_prepare(config.test_data, config.resolution)
         test_images, test_labels = np.asarray(test_store.images(config.resolution)), np.asarray(test_store.labels)
-    split = split_indices(real_labels, config.test_fraction, config.val_fraction, config.real_train,
-                          config.split_seed, with_test=test_images is None)
+        held_out_ids |= set(test_store.ids)
+    split = experiment_split(config, store)
+    held_out_ids |= {store.ids[i] for i in np.concatenate([split["val"], split["test"]])}
     if env.is_main:
         np.savez(run_dir / "splits.npz", **split)
     device = config.train.device if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if config.synthetic.startswith(("mask2image:", "mask2image-deformed:")):
-        masks = store.masks(config.resolution)
-        source = open_mask2image(config.synthetic, None if masks is None else masks[split["train"]],
-                                 real_labels[split["train"]], config.resolution, device)
-    else:
-        source = open_synthetic(config.synthetic, config.resolution, class_names, device)
+    sources = {}
+    for label, spec in config.sources:
+        check_held_out(label, spec, held_out_ids)
+        if spec.startswith(("mask2image:", "mask2image-deformed:")):
+            masks = store.masks(config.resolution)
+            sources[label] = open_mask2image(spec, None if masks is None else masks[split["train"]],
+                                             real_labels[split["train"]], config.resolution, device)
+        else:
+            sources[label] = open_synthetic(spec, config.resolution, class_names, device)
+    if env.is_main and config.quality_n:
+        reference = (test_images, test_labels) if test_images is not None else (real_images[split["test"]],
+                                                                                real_labels[split["test"]])
+        record_quality(run_dir, config, sources, real_labels[split["train"]], reference[0], device, progress)
 
     results_path = run_dir / "results.jsonl"
-    done = {(r["classifier"], r["condition"], r["seed"]) for r in runs.JsonlLog(results_path).read()}
-    trials = [(a, c, s) for a in config.classifiers for c in config.conditions for s in range(config.seeds)]
-    for arch, condition, seed in tqdm(trials, desc="augment_eval trials", disable=not (progress and env.is_main)):
-        if (arch, condition, seed) in done:
+    done = {trial_key(r, config) for r in runs.JsonlLog(results_path).read()}
+    trials = config.trials()
+    for arch, label, condition, seed in tqdm(trials, desc="augment_eval trials", disable=not (progress and env.is_main)):
+        if (arch, label, condition, seed) in done:
             continue
-        data = trial_data(real_images, real_labels, split, source, condition, seed, len(class_names),
+        data = trial_data(real_images, real_labels, split, sources.get(label), condition, seed, len(class_names),
                           test_images, test_labels)
         if arch == trials[0][0] and seed == 0 and env.is_main:
-            _save_grids(run_dir, data, condition)
-        trial_dir = run_dir / "trials" / f"{arch}-{condition}-s{seed}"
+            _save_grids(run_dir, data, grid_name(label, config))
+        trial_dir = run_dir / "trials" / trial_name(arch, label, condition, seed, config)
         train_config = dataclasses.replace(config.train, arch=arch, seed=seed, resolution=config.resolution,
                                            class_names=class_names)
         model, summary = train_classifier(train_config, trial_dir, data["train_images"], data["train_labels"],
@@ -417,8 +492,9 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
                                 train_config.eval_batch_size)
         scores = isic2017_scores(data["test_labels"], probabilities, n_boot=config.n_boot, seed=seed)
         np.savez(trial_dir / "test_predictions.npz", probabilities=probabilities, labels=data["test_labels"])
-        record = {"classifier": arch, "condition": condition, "seed": seed, "n_real": int((data["train_origin"] >= 0).sum()),
-                  "n_synthetic": data["n_synthetic"], **summary, **scores}
+        record = {"classifier": arch, "source": label, "condition": condition, "seed": seed,
+                  "n_real": int((data["train_origin"] >= 0).sum()), "n_synthetic": data["n_synthetic"],
+                  **summary, **scores}
         runs.atomic_write_bytes(trial_dir / "result.json", (json.dumps(runs.to_jsonable(record), indent=2) + "\n").encode())
         runs.JsonlLog(results_path).append(record)
 
@@ -428,7 +504,27 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
     return run_dir
 
 
-def _save_grids(run_dir: Path, data: dict, condition: str) -> None:
+def trial_key(record: dict, config: AugmentEvalConfig) -> tuple:
+    """A results.jsonl record's trial; records of single-source experiments carry no source."""
+    default = None if record["condition"] == REAL_ONLY else config.sources[0][0]
+    return record["classifier"], record.get("source", default), record["condition"], record["seed"]
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in label)
+
+
+def trial_name(arch: str, label: str | None, condition: str, seed: int, config: AugmentEvalConfig) -> str:
+    """A trial's folder; the source appears in it only when the experiment has several."""
+    several = label is not None and len(config.sources) > 1
+    return f"{arch}-{_slug(label) + '-' if several else ''}{condition}-s{seed}"
+
+
+def grid_name(label: str | None, config: AugmentEvalConfig) -> str:
+    return f"synthetic-{_slug(label)}.png" if label is not None and len(config.sources) > 1 else "synthetic.png"
+
+
+def _save_grids(run_dir: Path, data: dict, synthetic_name: str) -> None:
     """Sample grids a person can compare by eye: real training images and synthetic ones."""
     def grid(images: np.ndarray, name: str) -> None:
         if len(images) and not (run_dir / "grids" / name).exists():
@@ -436,7 +532,73 @@ def _save_grids(run_dir: Path, data: dict, condition: str) -> None:
 
     origin = data["train_origin"]
     grid(data["train_images"][origin >= 0], "real.png")
-    grid(data["train_images"][origin < 0], "synthetic.png")
+    grid(data["train_images"][origin < 0], synthetic_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generators: never trained on a held-out image; their image quality beside their effect.
+
+
+def _training_ids(path: Path) -> tuple[str | None, set[str] | None]:
+    """(the data option, the ids of the real images) of the run that trained the model at
+    ``path``; ids None when no run or data is recorded (phantoms, a bare model)."""
+    for parent in [path, *path.resolve().parents]:
+        if (parent / runs.OPTIONS_NAME).is_file():
+            options = runs.read_options(parent)
+            break
+    else:
+        return None, None
+    data = options.get("data")
+    if data is None:
+        return None, None
+    data_path = Path(data)
+    if (data_path / "manifest.json").is_file():
+        return data, set(PreparedStore(data_path).ids)
+    store = open_or_prepare(data_path, int(options.get("resolution", 32)), progress=False)
+    return data, set(store.ids)
+
+
+def check_held_out(label: str, spec: str, held_out_ids: set[str]) -> None:
+    """Refuse a generator whose run trained on a real validation or test image of the experiment
+    (a leak that would inflate every synthetic condition)."""
+    kind, _, path = spec.partition(":") if spec.startswith("mask2image") else ("", "", spec)
+    path = Path(path).expanduser()
+    if spec.startswith("phantom:") or not path.is_dir():
+        return
+    try:
+        data, ids = _training_ids(path)
+    except (StoreError, OSError, ValueError) as error:
+        warnings.warn(f"{label}: cannot check the generator's training images ({error})", stacklevel=2)
+        return
+    if ids is not None and ids & held_out_ids:
+        raise ValueError(f"{label}: its generator trained on {len(ids & held_out_ids)} of the "
+                         f"{len(held_out_ids)} real validation/test images of this experiment (data: {data}); "
+                         "train it on the split that --export-train writes")
+
+
+def record_quality(run_dir: Path, config: AugmentEvalConfig, sources: dict, train_labels: np.ndarray,
+                   reference: np.ndarray, device, progress: bool) -> None:
+    """FID and KID of ``quality_n`` images of every source (in the real training class proportions)
+    against the real test images, once per source (``quality.jsonl``; reused on resume)."""
+    from lesion_metrics.registry import ImageSource, MetricOptions, calc_metric
+
+    log = runs.JsonlLog(run_dir / "quality.jsonl")
+    done = {(r["source"], r["spec"]) for r in log.read()}
+    counts = np.bincount(train_labels, minlength=int(train_labels.max()) + 1)
+    wanted = [int(round(config.quality_n * c / counts.sum())) for c in counts]
+    for label, spec in config.sources:
+        if (label, spec) in done:
+            continue
+        images, _ = sources[label].draw(wanted, seed=QUALITY_SEED)
+        opts = MetricOptions(ImageSource.from_array(np.asarray(reference), "real test"),
+                             ImageSource.from_array(images, label), device=str(device), seed=0, progress=progress)
+        record = {"source": label, "spec": spec, "num_real": len(reference), "num_fake": len(images)}
+        for metric in ("fid", "kid"):
+            result = calc_metric(metric, opts)
+            record.update(result["results"])
+            if result.get("unavailable"):
+                record[f"{metric}_unavailable"] = result["unavailable"]
+        log.append(record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,24 +609,26 @@ _METRICS = ("auc_mean", "auc_melanoma", "auc_seborrheic_keratosis", "balanced_ac
 
 def summarise(run_dir: Path, config: AugmentEvalConfig) -> list[dict]:
     records = runs.JsonlLog(Path(run_dir) / "results.jsonl").read()
+    quality = {r["source"]: r for r in runs.JsonlLog(Path(run_dir) / "quality.jsonl").read()}
     rows = []
     for arch in config.classifiers:
-        baseline = {r["seed"]: r["auc_mean"] for r in records if r["classifier"] == arch and r["condition"] == "r0"}
-        for condition in config.conditions:
-            trials = [r for r in records if r["classifier"] == arch and r["condition"] == condition]
+        baseline = {r["seed"]: r["auc_mean"] for r in records if r["classifier"] == arch and r["condition"] == REAL_ONLY}
+        for label, condition in dict.fromkeys((lab, c) for a, lab, c, _ in config.trials() if a == arch):
+            trials = [r for r in records if trial_key(r, config)[:3] == (arch, label, condition)]
             if not trials:
                 continue
-            row = {"classifier": arch, "condition": condition, "seeds": len(trials),
-                   "n_real": trials[0]["n_real"], "n_synthetic": trials[0]["n_synthetic"]}
+            row = {"classifier": arch, "source": label, "condition": condition, "seeds": len(trials),
+                   "n_real": trials[0]["n_real"], "n_synthetic": trials[0]["n_synthetic"],
+                   "fid": quality.get(label, {}).get("fid"), "kid": quality.get(label, {}).get("kid")}
             for metric in _METRICS:
                 # These scores live in [0, 1]; a t interval over few seeds can overshoot.
                 mean, lo, hi = mean_ci([r[metric] for r in trials])
                 row[metric] = (mean, max(0.0, lo), min(1.0, hi)) if not math.isnan(lo) else (mean, lo, hi)
             paired = [r["auc_mean"] - baseline[r["seed"]] for r in trials if r["seed"] in baseline]
-            row["delta_auc_mean"] = mean_ci(paired) if paired and condition != "r0" else None
+            row["delta_auc_mean"] = mean_ci(paired) if paired and condition != REAL_ONLY else None
             rows.append(row)
     runs.atomic_write_text(Path(run_dir) / "table.json", json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
-    runs.atomic_write_text(Path(run_dir) / "table.md", format_table(rows))
+    runs.atomic_write_text(Path(run_dir) / "table.md", format_table(rows, next(iter(quality.values()), None)))
     plot_auc_vs_ratio(rows, Path(run_dir) / "auc_vs_ratio.png")
     return rows
 
@@ -478,17 +642,29 @@ def _fmt(value) -> str:
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def format_table(rows: list[dict]) -> str:
-    head = ("| classifier | condition | real + synthetic | mean AUC (mel, SK) | melanoma AUC | SK AUC "
-            "| balanced acc. | Δ mean AUC vs real only |\n|---|---|---|---|---|---|---|---|\n")
+def _quality(row: dict, key: str, digits: int) -> str:
+    if row["source"] is None:
+        return "—"
+    return "n/a" if row.get(key) is None else f"{row[key]:.{digits}f}"
+
+
+def format_table(rows: list[dict], quality: dict | None = None) -> str:
+    head = ("| classifier | synthetic source | source FID | source KID | condition | real + synthetic "
+            "| mean AUC (mel, SK) | melanoma AUC | SK AUC | balanced acc. | Δ mean AUC vs real only |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [
-        f"| {r['classifier']} | {_condition_label(r['condition'])} | {r['n_real']} + {r['n_synthetic']} | "
+        f"| {r['classifier']} | {r['source'] or 'none (real only)'} | {_quality(r, 'fid', 1)} | {_quality(r, 'kid', 3)} | "
+        f"{_condition_label(r['condition'])} | {r['n_real']} + {r['n_synthetic']} | "
         f"{_fmt(r['auc_mean'])} | {_fmt(r['auc_melanoma'])} | {_fmt(r['auc_seborrheic_keratosis'])} | "
         f"{_fmt(r['balanced_accuracy'])} | {_fmt(r['delta_auc_mean'])} |"
         for r in rows
     ]
     note = ("\nMean over seeds with its 95% Student-t interval; Δ is paired by seed against the real-only "
             "run (ratio 0) of the same classifier. All scores on the real held-out test split.\n")
+    if quality is not None:
+        note += (f"Source FID and KID: {quality['num_fake']} images of the source (real training class proportions) "
+                 f"against the {quality['num_real']} real test images, lower is better; from so few images they rank "
+                 "the sources of this table only.\n")
     return head + "\n".join(lines) + "\n" + note
 
 
@@ -500,17 +676,28 @@ _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255,
 
 
 def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
-    """Mean test AUC (with the seed CI as error bars) against synthetic ratio, per classifier; the
-    balance-only condition, if run, as a dashed horizontal line in the classifier's colour."""
-    points = [r for r in rows if r["condition"] != BALANCE]
-    balance = {r["classifier"]: r["auc_mean"][0] for r in rows if r["condition"] == BALANCE}
+    """Mean test AUC (with the seed CI as error bars) against synthetic ratio, one line per
+    classifier and synthetic source, each starting from the shared real-only point; the
+    balance-only condition, if run, as a dashed horizontal line in the line's colour."""
+    sources = list(dict.fromkeys(r["source"] for r in rows if r["source"] is not None)) or [None]
+    classifiers = list(dict.fromkeys(r["classifier"] for r in rows))
+    series = {}  # legend name -> (ratio points, balance AUC or None)
+    for arch in classifiers:
+        for label in sources:
+            mine = [r for r in rows if r["classifier"] == arch and r["source"] in (None, label)]
+            name = " ".join(part for part in (arch if len(classifiers) > 1 or len(sources) == 1 else "",
+                                              label if len(sources) > 1 else "") if part)
+            balance = [r["auc_mean"][0] for r in mine if r["condition"] == BALANCE]
+            series[name] = (sorted((float(r["condition"][1:]), r["auc_mean"]) for r in mine if r["condition"] != BALANCE),
+                            balance[0] if balance else None)
     width, height = size
     left, right, top, bottom = 70, 150, 30, 50
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
-    if points:
-        xs = [float(r["condition"][1:]) for r in points]
-        values = [v for r in points for v in r["auc_mean"] if not math.isnan(v)] + list(balance.values())
+    xs = [x for points, _ in series.values() for x, _ in points]
+    if xs:
+        values = [v for points, _ in series.values() for _, auc in points for v in auc if not math.isnan(v)]
+        values += [b for _, b in series.values() if b is not None]
         x_lo, x_hi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
         y_lo, y_hi = min(values), max(values)
         pad = max(0.01, (y_hi - y_lo) * 0.1)
@@ -527,22 +714,21 @@ def plot_auc_vs_ratio(rows: list[dict], path: Path, size=(640, 420)) -> Path:
             draw.text((sx(x) - 8, height - bottom + 8), f"{x:g}", fill="black")
         draw.text((left + 60, height - 20), "synthetic images per real training image", fill="black")
         draw.text((left, 8), "test AUC (mean of melanoma & SK vs rest), 95% CI over seeds", fill="black")
-        for i, arch in enumerate(dict.fromkeys(r["classifier"] for r in points)):
+        for i, (name, (points, balance)) in enumerate(series.items()):
             colour = _COLOURS[i % len(_COLOURS)]
-            mine = sorted((float(r["condition"][1:]), r["auc_mean"]) for r in points if r["classifier"] == arch)
-            draw.line([(sx(x), sy(v[0])) for x, v in mine], fill=colour, width=2)
-            for x, (mean, lo, hi) in mine:
+            draw.line([(sx(x), sy(v[0])) for x, v in points], fill=colour, width=2)
+            for x, (mean, lo, hi) in points:
                 if not math.isnan(lo):
                     draw.line([sx(x), sy(lo), sx(x), sy(hi)], fill=colour, width=1)
                     draw.line([sx(x) - 4, sy(lo), sx(x) + 4, sy(lo)], fill=colour)
                     draw.line([sx(x) - 4, sy(hi), sx(x) + 4, sy(hi)], fill=colour)
                 draw.ellipse([sx(x) - 3, sy(mean) - 3, sx(x) + 3, sy(mean) + 3], fill=colour)
-            if arch in balance:
-                y = sy(balance[arch])
+            if balance is not None:
+                y = sy(balance)
                 for x0 in range(left, width - right, 12):
                     draw.line([x0, y, min(x0 + 6, width - right), y], fill=colour, width=1)
             draw.line([width - right + 12, top + 10 + 18 * i, width - right + 32, top + 10 + 18 * i], fill=colour, width=3)
-            draw.text((width - right + 38, top + 4 + 18 * i), arch, fill="black")
-        if balance:
+            draw.text((width - right + 38, top + 4 + 18 * i), name[:18], fill="black")
+        if any(b is not None for _, b in series.values()):
             draw.text((width - right + 12, height - bottom - 14), "- - balance only", fill="black")
     return runs.atomic_save_image(image, path)
