@@ -123,3 +123,12 @@ def test_app_on_the_isic_sample(tmp_path, load_app):
     doc = json.loads((out / "results.json").read_text())
     assert [r["arch"] for r in doc["rows"]] == ["ours", "pix2pix"]
     assert set(doc["rows"][0]["results"]) >= {"mask_dice", "class_accuracy_melanoma", "variation_msssim", "swd_avg"}
+
+
+@pytest.mark.parametrize("real, fake, says", [(64, 64, "kid_std is 0"), (210, 1000, "subsets have 210 images"),
+                                                (5000, 5000, None)])
+def test_kid_note_matches_the_subset_sizes(real, fake, says):
+    rows = [{"num_real": real, "num_fake": fake, "results": {"kid": 0.1}}]
+    (note,) = compare._inception_note(rows)
+    assert ("kid_std is 0" in note) == (says == "kid_std is 0")
+    assert says is None and "subsets" not in note or says in note

@@ -214,8 +214,11 @@ def _inception_note(rows: list[dict]) -> list[str]:
     note = (f"FID/KID/precision/recall from {fake} generated and {real} real images per row: FID at this size "
             f"is biased upwards, so it ranks the rows of this table only and is not comparable with published "
             f"FIDs (usually 50k images); KID is unbiased")
-    if min(real, fake) <= 1000:
+    if real == fake <= 1000:
         note += " (its 100 subsets of up to 1000 images are then the whole sets, so kid_std is 0)"
+    elif min(real, fake) < 1000:
+        note += (f" (its 100 subsets have {min(real, fake)} images, the smaller set, fewer than the 1000 KID is "
+                 "defined with; kid_std is their spread)")
     return [note]
 
 
