@@ -65,6 +65,9 @@ def test_amp_and_several_devices_at_1024():
     run = plan.plan(pggan.preset("gpu", resolution=1024, **{"loop.amp": "fp16"}), world_size=4)
     _sane(run)
     assert run.phases[0].batch_per_device == 32 and run.phases[-1].batch_per_device == 1
-    # v2-1gpu's 4 images per step at 512 and 1024 px do not divide over 8 devices.
+    # The one-device tables' 4 images per step at 512 and 1024 px do not divide over 8 devices;
+    # the 8-device preset's do.
     with pytest.raises(ValueError, match="512 px: a minibatch of 4 images cannot give each of 8 devices"):
         plan.plan(pggan.preset("gpu", resolution=1024), world_size=8)
+    eight = plan.plan(pggan.preset("gpu", 8, resolution=1024), world_size=8)
+    assert eight.phases[0].batch_per_device == 64 and eight.phases[-1].batch_per_device == 4

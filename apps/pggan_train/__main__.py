@@ -4,6 +4,8 @@ LAPGAN baselines with `--arch dcgan|lapgan` (same loop, run directories and samp
 Runs under `torchrun --standalone --nproc_per_node N` too. Prints the final grid's path; with `--plan`,
 the run's cost (FLOPs, memory per device, wall time) instead, in seconds and without training."""
 
+import os
+
 import click
 from lesion_data.store import StoreError
 from lesion_train import baselines, cli, pggan
@@ -13,7 +15,7 @@ ARCHITECTURES = cli.architectures()
 OPTIONS = cli.ConfigOptions(
     *dict.fromkeys(entry.config for entry in ARCHITECTURES.values()),
     exclude=("arch", "preset", "resume"), types={"loss": pggan.LOSSES, "data": click.Path(exists=True)},
-    defaults_from=[entry.preset(name, {}) for entry in ARCHITECTURES.values() for name in pggan.PRESETS],
+    defaults_from=[entry.preset(name, {}, 1) for entry in ARCHITECTURES.values() for name in pggan.PRESETS],
     varying="from --preset",
 )
 
@@ -22,8 +24,8 @@ OPTIONS = cli.ConfigOptions(
 @click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default="pggan",
               help="Model family: the progressive GAN or a DCGAN/LAPGAN baseline; with --resume the run's own.")
 @click.option("--preset", type=click.Choice(pggan.PRESETS), default="cpu",
-              help="cpu: narrow nets, short phases (minutes on 2 cores); gpu: the official v2-1gpu schedule "
-                   "(baselines: the published networks at 64 px).")
+              help="cpu: narrow nets, short phases (minutes on 2 cores); gpu: the official v2 schedule for the "
+                   "device count (torchrun's WORLD_SIZE, or --plan-devices; baselines: the published networks at 64 px).")
 @click.option("--resume", type=click.Path(exists=True), default=None,
               help="Run directory (its newest snapshot) or snapshot to continue; its options are reused.")
 @cli.dry_run_option
@@ -40,7 +42,8 @@ def main(arch, preset, resume, dry_run, plan, options):
         if resume:
             config = entry.apply_overrides(entry.load_run_config(resume), {**given, "loop.resume": resume})
         else:
-            config = entry.preset(preset, given)
+            devices = plan.devices if plan else int(os.environ.get("WORLD_SIZE", "1"))
+            config = entry.preset(preset, given, devices)
         if cli.preview(config, dry_run, plan):
             return
         result = entry.train(config)

@@ -140,7 +140,7 @@ def test_replace_sets_dotted_fields_and_names_unknown_ones():
 def test_every_architecture_builds_its_presets():
     for arch, entry in cli.architectures().items():
         for preset in ("cpu", "gpu"):
-            config = entry.preset(preset, {"loop.total_kimg": 1.0})
+            config = entry.preset(preset, {"loop.total_kimg": 1.0}, 1)
             assert isinstance(config, entry.config) and config.loop.total_kimg == 1.0, arch
 
 

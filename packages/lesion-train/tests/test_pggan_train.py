@@ -42,6 +42,27 @@ def test_official_v2_1gpu_schedule():
     assert s.phase(11_000_000, 256, world_size=3).batch_size == 6  # divisible by the GPUs, as officially
 
 
+@pytest.mark.parametrize(("devices", "preset_of"), [(1, 1), (2, 2), (3, 2), (4, 4), (8, 8), (16, 8)])
+def test_gpu_preset_takes_the_official_tables_for_the_device_count(devices, preset_of):
+    # config.py of tkarras/progressive_growing_of_gans: preset-v2-{1gpu,2gpus,4gpus,8gpus}.
+    official = {1: (4, 128, 0.0015), 2: (8, 256, 0.002), 4: (16, 512, 0.003), 8: (32, 512, 0.003)}
+    base, at_4px, lr_1024 = official[preset_of]
+    schedule = pggan.preset("gpu", devices).schedule
+    assert schedule.minibatch_base == base and schedule.minibatch[4] == at_4px
+    last = schedule.phase(20_000_000, 1024, world_size=devices)
+    # Official rounding to the device count, then the fp32 cap of 4 images per GPU at 1024 px.
+    assert last.batch_size == min(base - base % devices, 4 * devices) and last.lr_g == lr_1024
+    # Every phase up to 1024 px gives every device the same number of images, at least one.
+    from lesion_train import gan_loop
+
+    class Recipe:
+        @staticmethod
+        def phase(nimg):
+            return schedule.phase(nimg, final_resolution=1024, world_size=devices)
+
+    gan_loop.check_schedule(Recipe, 12000, devices)
+
+
 def test_blend_reals_fades_between_resolutions():
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(blend_reals(x, 1.0), x)

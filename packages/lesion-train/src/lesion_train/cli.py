@@ -454,7 +454,7 @@ class Architecture:
     """How ``pggan_train`` builds, resumes and trains one model family."""
 
     config: type
-    preset: Callable  # (preset name, {dotted field: value}) -> config
+    preset: Callable  # (preset name, {dotted field: value}, device count) -> config
     apply_overrides: Callable  # (config, {dotted field: value}) -> config
     load_run_config: Callable  # run or snapshot directory -> config
     train: Callable  # config -> gan_loop.RunResult
@@ -465,11 +465,13 @@ def architectures() -> dict[str, Architecture]:
     """PGGAN and the DCGAN/LAPGAN baselines, by ``--arch`` name."""
     from lesion_train import baselines, pggan
 
-    registry = {"pggan": Architecture(pggan.PGGANTrainConfig, lambda name, given: pggan.preset(name, **given),
+    registry = {"pggan": Architecture(pggan.PGGANTrainConfig,
+                                      lambda name, given, devices: pggan.preset(name, devices, **given),
                                       pggan.apply_overrides, pggan.load_run_config, pggan.train_pggan)}
     for arch in baselines.ARCHS:
         registry[arch] = Architecture(baselines.BaselineTrainConfig,
-                                      lambda name, given, arch=arch: baselines.preset(arch, name, **given),
+                                      # The baselines' published minibatches divide over any usual device count.
+                                      lambda name, given, devices, arch=arch: baselines.preset(arch, name, **given),
                                       baselines.apply_overrides, baselines.load_run_config, baselines.train_baseline)
     return registry
 

@@ -11,7 +11,8 @@ lr 0.001 (0.0015 at 1024), Adam(0, 0.99, 1e-8) reset whenever the level of detai
 integer (start and end of every fade), reals blended across the transition, G EMA 0.999 per step,
 minibatch_repeats 4, D_repeats 1, WGAN-GP lambda 10 target 1 drift 0.001, AC-GAN weight 1, ticks of
 {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 20, 1024: 10} kimg, a snapshot
-every 10 ticks, 12000 kimg in total.
+every 10 ticks, 12000 kimg in total. On 2, 4 or 8 GPUs the ``gpu`` preset takes the minibatch and
+learning-rate tables of ``preset-v2-2gpus``/``-4gpus``/``-8gpus`` instead (``OFFICIAL_V2``).
 
 Deviations (also in docs/pggan.md): the EMA is updated after each G step rather than alongside
 each D step (the same average, one step later); augmentation defaults to random flips/90-degree
@@ -156,11 +157,30 @@ class PGGANTrainConfig:
         )
 
 
-def preset(name: str = "cpu", **overrides) -> PGGANTrainConfig:
-    """``gpu``: the official v2-1gpu networks and schedule. ``cpu``: a narrow model and short
-    phases that train a 32 px phantom model in a few minutes on two cores (see docs/pggan.md)."""
+# The official preset-v2-{1,2,4,8}gpu(s) tables, by device count: (minibatch_base, minibatch, lr).
+# Only the minibatch and the learning rates change with the device count; all else is shared.
+OFFICIAL_V2 = {
+    1: (4, {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}, {1024: 0.0015}),
+    2: (8, {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}, {512: 0.0015, 1024: 0.002}),
+    4: (16, {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16}, {256: 0.0015, 512: 0.002, 1024: 0.003}),
+    8: (32, {4: 512, 8: 256, 16: 128, 32: 64, 64: 32}, {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}),
+}
+
+
+def official_schedule(devices: int = 1) -> PGGANSchedule:
+    """The official v2 schedule for ``devices`` GPUs: the preset of the largest count (1, 2, 4 or 8)
+    not above it; the per-step rounding to the actual count is the official one (``phase``)."""
+    minibatch_base, minibatch, lr = OFFICIAL_V2[max(n for n in OFFICIAL_V2 if n <= max(devices, 1))]
+    return PGGANSchedule(minibatch_base=minibatch_base, minibatch=dict(minibatch), lr=dict(lr))
+
+
+def preset(name: str = "cpu", devices: int = 1, **overrides) -> PGGANTrainConfig:
+    """``gpu``: the official v2 networks and schedule for ``devices`` GPUs (preset-v2-1gpu ...
+    -8gpus). ``cpu``: a narrow model and short phases that train a 32 px phantom model in a few
+    minutes on two cores (see docs/pggan.md)."""
     if name == "gpu":
-        config = PGGANTrainConfig(preset="gpu", resolution=256, loop=gan_loop.LoopConfig(name="pggan", total_kimg=12000))
+        config = PGGANTrainConfig(preset="gpu", resolution=256, schedule=official_schedule(devices),
+                                  loop=gan_loop.LoopConfig(name="pggan", total_kimg=12000))
     elif name == "cpu":
         # About 900 steps in all (the official schedule takes ~10^5), hence the larger learning
         # rate, the faster EMA with ramp-up, and starting at 8 px.
