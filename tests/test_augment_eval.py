@@ -291,3 +291,20 @@ def test_app_with_two_sources_reports_their_quality_beside_their_rows(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert len((run / "results.jsonl").read_text().splitlines()) == 3
     assert len((run / "quality.jsonl").read_text().splitlines()) == 2
+
+
+def test_app_refuses_a_generator_that_saw_the_test_split_before_writing_anything(tmp_path, monkeypatch):
+    import os
+
+    from lesion_data.prepare import open_or_prepare
+
+    monkeypatch.setenv("LESION_GAN_CACHE", str(tmp_path / "cache"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    everything = open_or_prepare(None, 16, phantom_count=96, progress=False)  # the experiment's real data
+    run = tmp_path / "gen"
+    TinyConditionalGenerator(TinyGeneratorConfig()).save_pretrained(run / "snapshots" / "000001.000" / "G_ema")
+    (run / "training_options.json").write_text(json.dumps({"data": str(everything.path), "resolution": 16}))
+    done = _app("--phantoms", "96", "--resolution", "16", "--ratios", "0,1", "--out", str(tmp_path / "runs"),
+                "--synthetic", f"leaky={run}", env=env)
+    assert done.returncode != 0 and "leaky: its generator trained on" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()

@@ -429,17 +429,13 @@ def run_experiment(config: AugmentEvalConfig, resume: str | None = None, progres
 def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, env: distributed.DistEnv) -> Path | None:
     from tqdm import tqdm
 
+    run_dir = Path(resume) if resume else None
     if resume:
-        run_dir = Path(resume)
         if not (run_dir / runs.OPTIONS_NAME).is_file():
             raise runs.ResumeError(f"{run_dir}: not an augment_eval experiment (no {runs.OPTIONS_NAME})")
         config = AugmentEvalConfig(**runs.read_options(run_dir))
-    else:
-        run_dir = runs.create_run_dir(config.out, config.name) if env.is_main else None
-        run_dir = distributed.broadcast_object(run_dir)
-        if env.is_main:
-            runs.write_options(run_dir, config)
 
+    # Data and every source are opened and checked before an experiment folder exists.
     store = open_real(config)
     class_names = tuple(store.class_names)
     real_images = np.asarray(store.images(config.resolution))
@@ -454,8 +450,6 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
         held_out_ids |= set(test_store.ids)
     split = experiment_split(config, store)
     held_out_ids |= {store.ids[i] for i in np.concatenate([split["val"], split["test"]])}
-    if env.is_main:
-        np.savez(run_dir / "splits.npz", **split)
     device = config.train.device if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     sources = {}
     for label, spec in config.sources:
@@ -466,10 +460,15 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
                                              real_labels[split["train"]], config.resolution, device)
         else:
             sources[label] = open_synthetic(spec, config.resolution, class_names, device)
+    if not resume:
+        run_dir = distributed.broadcast_object(runs.create_run_dir(config.out, config.name) if env.is_main else None)
+        if env.is_main:
+            runs.write_options(run_dir, config)
+    if env.is_main:
+        np.savez(run_dir / "splits.npz", **split)
     if env.is_main and config.quality_n:
-        reference = (test_images, test_labels) if test_images is not None else (real_images[split["test"]],
-                                                                                real_labels[split["test"]])
-        record_quality(run_dir, config, sources, real_labels[split["train"]], reference[0], device, progress)
+        reference = test_images if test_images is not None else real_images[split["test"]]
+        record_quality(run_dir, config, sources, real_labels[split["train"]], reference, device, progress)
 
     results_path = run_dir / "results.jsonl"
     done = {trial_key(r, config) for r in runs.JsonlLog(results_path).read()}
