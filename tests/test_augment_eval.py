@@ -284,6 +284,7 @@ def test_app_with_two_sources_reports_their_quality_beside_their_rows(tmp_path):
     for row, q in zip(rows[1:], quality, strict=True):
         assert row.startswith(f"| resnet18 | {q['source']} | {q['fid']:.1f} | {q['kid']:.3f} | ratio 1 |")
     assert (run / "grids" / "synthetic-oracle.png").is_file() and (run / "grids" / "synthetic-other.png").is_file()
+    assert Image.open(run / "delta_vs_fid.png").size == (420, 260)
     trial_dirs = sorted(p.name for p in (run / "trials").iterdir())
     assert trial_dirs == ["resnet18-oracle-r1-s0", "resnet18-other-r1-s0", "resnet18-r0-s0"]
 

@@ -23,6 +23,7 @@ Experiment directory (``runs/<stamp>-augment_eval/``)::
     results.jsonl             one line per finished trial (resume skips these)
     table.md, table.json      mean and 95% CI over seeds; paired difference to real-only
     auc_vs_ratio.png          mean test AUC against synthetic ratio, one line per classifier and source
+    delta_vs_fid.png          Δ mean AUC against each source's FID (with FID measured)
 """
 
 from __future__ import annotations
@@ -629,6 +630,7 @@ def summarise(run_dir: Path, config: AugmentEvalConfig) -> list[dict]:
     runs.atomic_write_text(Path(run_dir) / "table.json", json.dumps(runs.to_jsonable(rows), indent=2) + "\n")
     runs.atomic_write_text(Path(run_dir) / "table.md", format_table(rows, next(iter(quality.values()), None)))
     plot_auc_vs_ratio(rows, Path(run_dir) / "auc_vs_ratio.png")
+    plot_delta_vs_quality(rows, Path(run_dir) / "delta_vs_fid.png")
     return rows
 
 
@@ -665,6 +667,27 @@ def format_table(rows: list[dict], quality: dict | None = None) -> str:
                  f"against the {quality['num_real']} real test images, lower is better; from so few images they rank "
                  "the sources of this table only.\n")
     return head + "\n".join(lines) + "\n" + note
+
+
+def plot_delta_vs_quality(rows: list[dict], path: Path) -> Path | None:
+    """Δ mean AUC (paired against real only) against each source's FID, one line per classifier
+    and condition through the sources in FID order, each point named by its source, with the
+    Δ = 0 line: where along the quality axis synthetic images stop hurting, if anywhere."""
+    from lesion_train.evaluation import curve_image
+
+    series: dict[str, list] = {}
+    for r in rows:
+        if r["source"] is not None and r.get("fid") is not None and r["delta_auc_mean"] is not None:
+            name = f"{r['classifier']} {_condition_label(r['condition'])}"
+            series.setdefault(name, []).append((r["fid"], r["delta_auc_mean"][0], r["source"]))
+    if not series:
+        return None
+    fids = [fid for points in series.values() for fid, _, _ in points]
+    points = {name: [(fid, delta) for fid, delta, _ in sorted(v)] for name, v in series.items()}
+    points["no effect"] = [(min(fids), 0.0), (max(fids), 0.0)]
+    labels = {name: [source for _, _, source in sorted(v)] for name, v in series.items()}
+    return runs.atomic_save_image(curve_image("Δ mean AUC vs real only, against the source's FID", points, labels,
+                                              x_unit="FID"), path)
 
 
 def _condition_label(condition: str) -> str:
