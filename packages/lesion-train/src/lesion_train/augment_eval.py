@@ -686,8 +686,8 @@ def plot_delta_vs_quality(rows: list[dict], path: Path) -> Path | None:
     points = {name: [(fid, delta) for fid, delta, _ in sorted(v)] for name, v in series.items()}
     points["no effect"] = [(min(fids), 0.0), (max(fids), 0.0)]
     labels = {name: [source for _, _, source in sorted(v)] for name, v in series.items()}
-    return runs.atomic_save_image(curve_image("Δ mean AUC vs real only, against the source's FID", points, labels,
-                                              x_unit="FID"), path)
+    title = "change in mean AUC vs real only (mean over seeds) against source FID"
+    return runs.atomic_save_image(curve_image(title, points, labels, x_unit="FID"), path)
 
 
 def _condition_label(condition: str) -> str:
