@@ -45,7 +45,7 @@ def main(resume, export_train, dry_run, options):
     if run_dir is None:  # a non-main torchrun rank: rank 0 reports for the experiment
         return
     click.echo((run_dir / "table.md").read_text())
-    click.echo(f"experiment: {run_dir}  (table.md, auc_vs_ratio.png, grids/)")
+    click.echo(f"experiment: {run_dir}  (table.md, auc_vs_ratio.png, delta_vs_fid.png, grids/)")
 
 
 if __name__ == "__main__":
