@@ -90,3 +90,26 @@ def test_app_on_a_tiny_budget_writes_table_json_and_figure(tmp_path, monkeypatch
     assert compare.DEFAULT_METRICS == ("swd", "msssim", "fid", "kid", "pr")
     bad = CliRunner().invoke(load_app("compare_unconditional").main, ["--set", "dcgan.ngf"])
     assert bad.exit_code == 2 and "ARCH.OPTION=VALUE" in bad.output
+
+
+def test_a_run_stopped_by_a_non_finite_loss_is_compared_with_its_snapshots_and_reused(tmp_path):
+    from lesion_train import runs
+
+    root = tmp_path / "runs"
+
+    def diverging() -> None:
+        run = runs.create_run_dir(root, "lapgan")
+        runs.save_snapshot(run, 2.0, {}, {"nimg": 2000})
+        raise runs.NonFiniteLossError("step 250: loss D_fake_16 is nan; stopping (the last snapshot is intact)")
+
+    def must_not_train():
+        raise AssertionError("a stopped run is reused, not trained again")
+
+    run, stopped = compare.train_or_reuse(root, "lapgan", 10.0, diverging)
+    assert stopped.startswith("step 250: loss D_fake_16 is nan") and (run / compare.STOPPED_NAME).is_file()
+    assert [s.name for _, s, _ in compare.checkpoint_snapshots(run, 10.0, (0.5, 1.0))] == ["000002.000"]
+    assert compare.train_or_reuse(root, "lapgan", 10.0, must_not_train) == (run, stopped)
+    # Without the marker a run short of the budget is unfinished: it is trained anew.
+    (run / compare.STOPPED_NAME).unlink()
+    with pytest.raises(AssertionError, match="trained again"):
+        compare.train_or_reuse(root, "lapgan", 10.0, must_not_train)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,20 +117,39 @@ def train_configs(config: CompareConfig) -> dict:
     return configs
 
 
-def _train(config: CompareConfig, arch: str) -> Path:
-    """The run directory of ``arch``: a finished one of this comparison folder, else a new run."""
-    run = finished_run(Path(config.out) / "runs", arch, config.budget_kimg)
-    if run is None:
+def _train(config: CompareConfig, arch: str) -> tuple[Path, str | None]:
+    def train() -> Path:
         train = train_config(config, arch)
-        run = (pggan.train_pggan(train) if arch == "pggan" else baselines.train_baseline(train)).run_dir
-    return run
+        return (pggan.train_pggan(train) if arch == "pggan" else baselines.train_baseline(train)).run_dir
+
+    return train_or_reuse(Path(config.out) / "runs", arch, config.budget_kimg, train)
+
+
+STOPPED_NAME = "stopped.txt"  # in a run that a non-finite loss stopped: the error, so a re-run reuses it
+
+
+def train_or_reuse(runs_root: Path, name: str, budget_kimg: float, train: Callable[[], Path]) -> tuple[Path, str | None]:
+    """(run directory, why it stopped early or None) of ``name``: a finished or stopped run of this
+    comparison folder, else a new one from ``train()``. A run that a non-finite loss stops keeps the
+    snapshots it saved and is compared with those, rather than ending the whole comparison."""
+    run = finished_run(runs_root, name, budget_kimg)
+    if run is None:
+        try:
+            run = train()
+        except runs.NonFiniteLossError as error:
+            run = max(Path(runs_root).glob(f"*-{name}"))  # the run that just stopped: the newest of its name
+            runs.atomic_write_text(run / STOPPED_NAME, f"{error}\n")
+    stopped = run / STOPPED_NAME
+    return run, stopped.read_text().strip() if stopped.is_file() else None
 
 
 def finished_run(runs_root: Path, name: str, budget_kimg: float) -> Path | None:
-    """The newest run ``runs_root/*-<name>`` whose newest snapshot reached the budget."""
+    """The newest run ``runs_root/*-<name>`` whose newest snapshot reached the budget, or that a
+    non-finite loss stopped (``stopped.txt``)."""
     for run in sorted(Path(runs_root).glob(f"*-{name}"), reverse=True):
         snapshot = runs.latest_snapshot(run)
-        if snapshot is not None and runs.load_training_state(snapshot)["nimg"] >= budget_kimg * 1000:
+        if snapshot is not None and ((run / STOPPED_NAME).is_file()
+                                     or runs.load_training_state(snapshot)["nimg"] >= budget_kimg * 1000):
             return run
     return None
 
@@ -313,10 +333,13 @@ def compare(config: CompareConfig) -> dict:
     cache = EvaluationCache(out / "evaluations.jsonl")
     rows, skipped = [], []
     for arch in config.archs:
-        run = _train(config, arch)
+        run, stopped = _train(config, arch)
+        if stopped:
+            skipped.append(f"{arch}: training stopped before the budget ({stopped}); its rows are the snapshots "
+                           "it saved before")
         for fraction, snapshot, kimg in checkpoint_snapshots(run, config.budget_kimg, config.checkpoints):
             G = load_latent_generator(snapshot / "G_ema", device)
-            if fraction == max(config.checkpoints) and int(G.resolution) != config.resolution:
+            if fraction == max(config.checkpoints) and int(G.resolution) != config.resolution and not stopped:
                 raise ValueError(f"{arch}: {run} ended at {G.resolution} px, not {config.resolution} px; raise --kimg")
             if G.resolution < MIN_METRIC_RESOLUTION:
                 skipped.append(f"{arch} at {kimg:g} kimg ({fraction:g} of the budget) is still at {G.resolution} px, "
@@ -351,5 +374,5 @@ def compare(config: CompareConfig) -> dict:
 
 
 __all__ = ["ARCHS", "CHECKPOINTS", "DEFAULT_METRICS", "CompareConfig", "EvaluationCache", "check_budget",
-           "checkpoint_snapshots", "compare", "final_rows", "finished_run", "format_markdown", "train_config",
+           "checkpoint_snapshots", "compare", "final_rows", "finished_run", "format_markdown", "train_config", "train_or_reuse",
            "train_configs", "train_seconds", "write_curves", "write_figure", "write_outputs"]

@@ -51,7 +51,7 @@ from lesion_train.compare import (
     EvaluationCache,
     check_budget,
     checkpoint_snapshots,
-    finished_run,
+    train_or_reuse,
     train_seconds,
     write_outputs,
 )
@@ -260,11 +260,14 @@ def compare_translation(config: TranslationCompareConfig) -> dict:
     shown = min(8, len(splits.test))
     masks = torch.from_numpy(np.array(splits.test.masks(res)[:shown])).unsqueeze(1).float()
     panels = [("mask", masks * 2 - 1), ("real", runs.from_uint8(splits.test.images(res)[:shown]))]
-    rows = []
+    rows, stopped_notes = [], []
     for arch in config.archs:
-        run = finished_run(out / "runs", arch, config.budget_kimg)
-        if run is None:
-            run = mask2image.train_mask2image(train_config(config, arch, str(splits.train.path))).run_dir
+        run, stopped = train_or_reuse(out / "runs", arch, config.budget_kimg,
+                                      lambda arch=arch: mask2image.train_mask2image(
+                                          train_config(config, arch, str(splits.train.path))).run_dir)
+        if stopped:
+            stopped_notes.append(f"{arch}: training stopped before the budget ({stopped}); its rows are the "
+                                 "snapshots it saved before")
         for fraction, snapshot, kimg in checkpoint_snapshots(run, config.budget_kimg, config.checkpoints):
             key = {"arch": arch, "snapshot": str(snapshot), "nimg": round(kimg * 1000), "test": str(splits.test.path),
                    **{name: getattr(config, name) for name in ("metrics", "n", "variations", "variation_masks", "seed")}}
@@ -283,7 +286,7 @@ def compare_translation(config: TranslationCompareConfig) -> dict:
              f"real images; every row synthesizes from the held-out masks, each with its own diagnosis",
              "ceilings on the real held-out images: " + ", ".join(f"{k} {v:.3g}" for k, v in ceilings.items()),
              "variation_msssim: mean MS-SSIM between the variations of one mask (lower = more diverse; 1 = no "
-             "noise source)"]
+             "noise source)", *stopped_notes]
     document = {"config": runs.to_jsonable(config), "train_store": str(splits.train.path),
                 "test_store": str(splits.test.path), "ceilings": ceilings, "checkpoints": rows}
     return write_outputs(out, document, notes, panels, ncol=1)
