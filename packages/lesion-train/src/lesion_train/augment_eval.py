@@ -542,20 +542,12 @@ def _save_grids(run_dir: Path, data: dict, synthetic_name: str) -> None:
 def _training_ids(path: Path) -> tuple[str | None, set[str] | None]:
     """(the data option, the ids of the real images) of the run that trained the model at
     ``path``; ids None when no run or data is recorded (phantoms, a bare model)."""
-    for parent in [path, *path.resolve().parents]:
-        if (parent / runs.OPTIONS_NAME).is_file():
-            options = runs.read_options(parent)
-            break
-    else:
-        return None, None
+    options = runs.run_options_of(path)
     data = options.get("data")
     if data is None:
         return None, None
-    data_path = Path(data)
-    if (data_path / "manifest.json").is_file():
-        return data, set(PreparedStore(data_path).ids)
-    store = open_or_prepare(data_path, int(options.get("resolution", 32)), progress=False)
-    return data, set(store.ids)
+    # A store opens as it is; a dataset folder at the run's resolution, which its training cached.
+    return data, set(open_or_prepare(data, int(options.get("resolution", 32)), progress=False).ids)
 
 
 def check_held_out(label: str, spec: str, held_out_ids: set[str]) -> None:

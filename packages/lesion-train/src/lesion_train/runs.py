@@ -339,8 +339,10 @@ def find_model(path: str | os.PathLike, prefer: tuple[str, ...] = ("G_ema", "G")
 
 
 def run_options_of(model_dir: str | os.PathLike) -> dict:
-    """The ``training_options.json`` of the run a model directory lies in ({} outside a run)."""
-    for parent in Path(model_dir).resolve().parents:
+    """The ``training_options.json`` of the run a model, snapshot or run directory lies in ({}
+    outside a run)."""
+    path = Path(model_dir).resolve()
+    for parent in [path, *path.parents]:
         if (parent / OPTIONS_NAME).is_file():
             return read_options(parent)
     return {}
