@@ -452,13 +452,13 @@ def _run_trials(config: AugmentEvalConfig, resume: str | None, progress: bool, e
     split = experiment_split(config, store)
     held_out_ids |= {store.ids[i] for i in np.concatenate([split["val"], split["test"]])}
     device = config.train.device if config.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    masks = store.masks(config.resolution)
+    train_masks = None if masks is None else masks[split["train"]]
     sources = {}
     for label, spec in config.sources:
         check_held_out(label, spec, held_out_ids)
         if spec.startswith(("mask2image:", "mask2image-deformed:")):
-            masks = store.masks(config.resolution)
-            sources[label] = open_mask2image(spec, None if masks is None else masks[split["train"]],
-                                             real_labels[split["train"]], config.resolution, device)
+            sources[label] = open_mask2image(spec, train_masks, real_labels[split["train"]], config.resolution, device)
         else:
             sources[label] = open_synthetic(spec, config.resolution, class_names, device)
     if not resume:
