@@ -80,9 +80,43 @@ def test_lapgan_sgd_schedule_reaches_the_optimizers(tmp_path):
     for nimg, lr, momentum in [(44_999, 0.02, 0.5), (45_000 * 100, 0.02 / 1.00004**100, 0.58), (45_000 * 1000, None, 0.8)]:
         phase = recipe.phase(nimg)
         recipe.enter_phase(phase)
-        for group in recipe.opt_g.param_groups + recipe.opt_d.param_groups:
-            assert group["momentum"] == pytest.approx(momentum) and group["lr"] == phase.lr_g
+        for optimizer in (recipe.opt_g, recipe.opt_d):
+            coarse, levels = optimizer.param_groups
+            assert coarse["momentum"] == levels["momentum"] == pytest.approx(momentum)
+            assert coarse["lr"] == phase.lr_g and levels["lr"] == pytest.approx(phase.lr_g * 8 / 128)
         assert lr is None or phase.lr_g == pytest.approx(lr)
+
+
+def test_lapgan_level_rate_is_the_papers_rate_per_image():
+    """The residual levels' SGD rate is 0.02 at the paper's minibatch 128 and the same per image at
+    any other; the coarse level keeps ``lr``. Adam has no per-image rule."""
+    assert baselines.BaselineTrainConfig(arch="lapgan").level_lr == 0.02
+    cpu = baselines.preset("lapgan", "cpu")
+    assert (cpu.batch_size, cpu.lr, cpu.level_lr) == (8, 0.02, pytest.approx(0.00125))
+    assert baselines.preset("lapgan", "cpu", batch_size=32).level_lr == pytest.approx(0.005)
+    assert baselines.preset("lapgan", "cpu", lr=0.01).level_lr == pytest.approx(0.01 * 8 / 128)
+    assert baselines.preset("lapgan", "cpu", batch_size=32, level_lr=0.003).level_lr == 0.003
+    assert baselines.preset("lapgan", "cpu", optimizer="adam").level_lr == 2e-4
+
+
+def test_lapgan_runs_from_before_level_lr_resume_with_their_rates(tmp_path):
+    """Their options lack ``level_lr`` (every level trained at ``lr``) and their optimizer states hold
+    one parameter group per network."""
+    options = {"arch": "lapgan", "lr": 0.02, "batch_size": 8}
+    assert baselines.BaselineTrainConfig(**baselines.BaselineTrainConfig.upgrade_options(options)).level_lr == 0.02
+    assert "level_lr" not in baselines.BaselineTrainConfig.upgrade_options({"arch": "dcgan"})
+    recipe = baselines.LAPGANRecipe(tiny_config(tmp_path, "lapgan"), DistEnv())
+    old = {}
+    for name, net in (("opt_g", recipe.G), ("opt_d", recipe.D)):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.5)
+        for p in net.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        old[name] = optimizer.state_dict()
+    recipe.load_state_dict({**old, "scaler_g": {}, "scaler_d": {}})
+    first_level = next(recipe.G.levels.parameters())
+    assert len(recipe.opt_g.param_groups) == 2
+    assert torch.equal(recipe.opt_g.state[first_level]["momentum_buffer"], torch.ones_like(first_level))
 
 
 def test_lapgan_inputs_are_uniform_and_coarse_init_is_the_official_one():

@@ -8,12 +8,15 @@ pyramid (level k's generator is conditioned on the *real* coarser image, never o
 minibatch 128.
 
 LAPGAN's optimiser is the paper's SGD (lr 0.02, momentum 0.5 -> 0.8, per-epoch decay; ``--set
-lapgan.optimizer=adam`` for Adam 2e-4/0.5 like DCGAN) with the non-saturating loss.
+lapgan.optimizer=adam`` for Adam 2e-4/0.5 like DCGAN) with the non-saturating loss. The residual
+levels' SGD rate follows the minibatch (``level_lr``): the paper's 0.02 at 128 images, the same rate
+per image at any other size.
 
 Deviations (also in docs/baselines.md): all LAPGAN levels step together on one minibatch (their
 losses share no parameters, so the summed loss gives each level exactly its own gradient); the
 ``cpu`` preset narrows the networks and uses minibatch 64 (DCGAN) and 8 (LAPGAN) so a 32 px
-comparison fits in minutes on two cores; ``g_ema_beta`` (default 0 = none) lets a user add
+comparison fits in minutes on two cores, LAPGAN's coarse level keeping the rate 0.02 (16 times the
+paper's rate per image: its slow start needs the updates) while the residual levels take 0.00125; ``g_ema_beta`` (default 0 = none) lets a user add
 PGGAN-style weight averaging for a like-for-like comparison.
 """
 
@@ -56,7 +59,8 @@ class BaselineTrainConfig:
     level_d_features: int = 128  # LAPGAN: feature maps of each residual level's D
     batch_size: int = 128
     optimizer: str = ""  # adam | sgd; "" = the paper's: adam for DCGAN, sgd for LAPGAN
-    lr: float = 0.0  # 0 = the paper's: 2e-4 (DCGAN, Adam), 0.02 (LAPGAN, SGD)
+    lr: float = 0.0  # 0 = the paper's: 2e-4 (DCGAN, Adam), 0.02 (LAPGAN, SGD; its coarse level)
+    level_lr: float = 0.0  # LAPGAN residual levels; 0 = with SGD lr * minibatch / 128 (the paper's rate per image), with Adam lr
     adam_beta1: float = 0.5
     adam_beta2: float = 0.999
     # LAPGAN's SGD (Denton et al. Sec. 4): momentum 0.5 rising by 0.0008 per epoch to 0.8, the rate
@@ -80,6 +84,17 @@ class BaselineTrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {OPTIMIZERS}")
         self.lr = self.lr or (2e-4 if self.optimizer == "adam" else 0.02)
+        # SGD's step grows with the rate per image; at a minibatch below the paper's 128 the residual
+        # levels' GANs diverge at 0.02 once their discriminators start to win (docs/baselines.md).
+        sgd_per_image = self.optimizer == "sgd" and self.arch == "lapgan"
+        self.level_lr = self.level_lr or (self.lr * self.batch_size / 128 if sgd_per_image else self.lr)
+
+    @staticmethod
+    def upgrade_options(options: dict) -> dict:
+        """A LAPGAN run from before ``level_lr`` trained every level at ``lr``, and resumes so."""
+        if options.get("arch") == "lapgan" and "level_lr" not in options:
+            return {**options, "level_lr": options.get("lr", 0.0)}
+        return options
 
     def network_config(self) -> DCGANConfig | LAPGANConfig:
         if self.arch == "dcgan":
@@ -119,9 +134,12 @@ def preset(arch: str, name: str = "cpu", **overrides) -> BaselineTrainConfig:
 
 def apply_overrides(config: BaselineTrainConfig, overrides: dict) -> BaselineTrainConfig:
     """``setup.apply_overrides``; a new ``optimizer`` without an ``lr`` takes the paper's rate of that
-    optimiser, not the preset's."""
+    optimiser, not the preset's, and a new ``optimizer``, ``lr`` or minibatch without a ``level_lr``
+    derives the levels' rate again."""
     if "optimizer" in overrides and "lr" not in overrides:
         overrides = {**overrides, "lr": 0.0}
+    if {"optimizer", "lr", "batch_size"} & overrides.keys() and "level_lr" not in overrides:
+        overrides = {**overrides, "level_lr": 0.0}
     return setup.apply_overrides(config, overrides)
 
 
@@ -141,13 +159,14 @@ class _Recipe(gan_loop.TwoPlayerOptim):
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.models = {"G_ema": self.G_ema, "G": self.G, "D": self.D}
         self.z_dim, self.num_classes = self.G.z_dim, 0
+        self.lr_scales = [rate / config.lr for rate in self.group_rates()]
         if config.optimizer == "adam":
             betas = (config.adam_beta1, config.adam_beta2)
-            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
-            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+            self.opt_g = torch.optim.Adam(self.param_groups(self.G), lr=config.lr, betas=betas)
+            self.opt_d = torch.optim.Adam(self.param_groups(self.D), lr=config.lr, betas=betas)
         else:
-            self.opt_g = torch.optim.SGD(self.G.parameters(), lr=config.lr, momentum=config.momentum)
-            self.opt_d = torch.optim.SGD(self.D.parameters(), lr=config.lr, momentum=config.momentum)
+            self.opt_g = torch.optim.SGD(self.param_groups(self.G), lr=config.lr, momentum=config.momentum)
+            self.opt_d = torch.optim.SGD(self.param_groups(self.D), lr=config.lr, momentum=config.momentum)
         self.scaler_g = grad_scaler(env.device, config.loop.amp)
         self.scaler_d = grad_scaler(env.device, config.loop.amp)
         self._momentum = None
@@ -158,10 +177,17 @@ class _Recipe(gan_loop.TwoPlayerOptim):
         return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size - c.batch_size % ws,
                               tick_kimg=c.tick_kimg, lr_g=lr, lr_d=lr)
 
+    def param_groups(self, net: torch.nn.Module) -> list[dict]:
+        return [{"params": list(net.parameters())}]
+
+    def group_rates(self) -> list[float]:
+        """The base rate of each parameter group, before the schedule."""
+        return [self.config.lr]
+
     def enter_phase(self, phase: gan_loop.Phase) -> None:
         for optimizer in (self.opt_g, self.opt_d):
-            for group in optimizer.param_groups:
-                group["lr"] = phase.lr_g
+            for group, scale in zip(optimizer.param_groups, self.lr_scales, strict=True):
+                group["lr"] = phase.lr_g * scale
                 if self._momentum is not None:
                     group["momentum"] = self._momentum
 
@@ -218,6 +244,25 @@ class LAPGANRecipe(_Recipe):
     def __init__(self, config: BaselineTrainConfig, env: DistEnv):
         super().__init__(config, env)
         self.level_names = [str(config.coarse_resolution)] + [str(r) for r in self.G.config.level_resolutions]
+
+    def param_groups(self, net: LAPGANGenerator | LAPGANDiscriminator) -> list[dict]:
+        return [{"params": list(net.coarse_net.parameters())}, {"params": list(net.levels.parameters())}]
+
+    def group_rates(self) -> list[float]:
+        return [self.config.lr, self.config.level_lr]
+
+    def load_state_dict(self, state: dict) -> None:
+        """Also optimizer states saved with one group for the whole network (runs from before
+        ``level_lr``): that group is split into the coarse and the level groups."""
+        state = dict(state)
+        for name, net in (("opt_g", self.G), ("opt_d", self.D)):
+            groups = state[name]["param_groups"]
+            if len(groups) == 1:
+                n_coarse = len(list(net.coarse_net.parameters()))
+                params = groups[0]["params"]
+                state[name] = {**state[name], "param_groups": [{**groups[0], "params": params[:n_coarse]},
+                                                               {**groups[0], "params": params[n_coarse:]}]}
+        super().load_state_dict(state)
 
     def critics(self, reals: torch.Tensor):
         """One independent GAN per level: the coarse one on the coarsest Gaussian level, each finer
