@@ -1,5 +1,6 @@
 """Run directories written by an earlier lesion-gan still resume: ``tests/fixtures/runs`` holds a
-tiny PGGAN run (8 px) and a tiny mask2image run (32 px, ``--arch ours``), each with one snapshot
+tiny PGGAN run (8 px), a tiny mask2image run (32 px, ``--arch ours``) and a tiny LAPGAN run (16 px,
+from before the residual levels had their own rate), each with one snapshot
 and the ``training_options.json`` shape of its time. Each is copied and resumed one tick further
 through its app."""
 
@@ -44,3 +45,13 @@ def test_old_mask2image_run_resumes(tmp_path, load_app, one_thread):
     options = json.loads((run_dir / runs.OPTIONS_NAME).read_text())  # rewritten in today's shape
     assert options["arch"] == "ours" and options["ngf"] == 2 and options["loop"]["total_kimg"] == 0.012
     assert options["loop"]["name"] == "mask2image" and options["loop"]["cpu_threads"] == 1
+
+
+def test_old_lapgan_run_resumes_with_one_rate_for_every_level(tmp_path, load_app, one_thread):
+    run_dir, log = resume(tmp_path, load_app, "pggan_train", "lapgan", ["--kimg", "0.064"])
+    assert log[-1]["kimg"] == pytest.approx(0.064) and {"D_loss_8", "D_loss_16"} <= set(log[-1])
+    options = json.loads((run_dir / runs.OPTIONS_NAME).read_text())
+    assert options["arch"] == "lapgan" and options["batch_size"] == 8
+    assert options["level_lr"] == options["lr"] == 0.02  # not 0.02 * 8 / 128: the rate it trained with
+    state = runs.load_training_state(runs.latest_snapshot(run_dir))
+    assert [group["lr"] for group in state["recipe"]["opt_g"]["param_groups"]] == [0.02, 0.02]
