@@ -16,8 +16,9 @@ Deviations (also in docs/baselines.md): all LAPGAN levels step together on one m
 losses share no parameters, so the summed loss gives each level exactly its own gradient); the
 ``cpu`` preset narrows the networks and uses minibatch 64 (DCGAN) and 8 (LAPGAN) so a 32 px
 comparison fits in minutes on two cores, LAPGAN's coarse level keeping the rate 0.02 (16 times the
-paper's rate per image: its slow start needs the updates) while the residual levels take 0.00125; ``g_ema_beta`` (default 0 = none) lets a user add
-PGGAN-style weight averaging for a like-for-like comparison.
+paper's rate per image: its slow start needs the updates) while the residual levels take 0.00125;
+``g_ema_beta`` (default 0 = none) lets a user add PGGAN-style weight averaging for a like-for-like
+comparison.
 """
 
 from __future__ import annotations
