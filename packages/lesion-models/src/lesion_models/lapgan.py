@@ -25,7 +25,7 @@ which PyTorch's equals (uniform, bound 1/sqrt(fan_in)).
 
 Deviations: eyescream enlarges with ``image.scale`` too, at source position ``j (n - 1) / (2n - 1)``
 (corners aligned), up to a quarter of a source pixel off ``down``'s block centres; that enlarges the
-real residuals and makes the SGD recipe diverge (docs/baselines.md), so ``up`` stays centred; the
+real residuals (docs/baselines.md), so ``up`` stays centred on the blocks; the
 coarse generator ends in tanh (the data are in [-1, 1]) and has ReLU after both hidden layers
 (eyescream ``train_cifar.lua``: sigmoid after the second); a level discriminator sees ``residual +
 upsampled coarse`` concatenated with its condition through padded convolutions (eyescream: the sum
