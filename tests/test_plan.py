@@ -101,6 +101,15 @@ def test_mask2image_and_lapgan_flops_match_the_flop_counter_on_real_tensors():
     assert planned.flops_per_image == pytest.approx(real, rel=1e-9)
 
 
+def test_lapgan_plan_names_the_residual_levels_rate():
+    config = baselines.preset("lapgan", "cpu", resolution=16, coarse_g_hidden=8, coarse_d_hidden=8,
+                              level_g_features=4, level_d_features=4)
+    text = plan.format_plan(plan.plan(config))
+    assert " 0.02 " in text and "the residual levels train at 0.00125 (level_lr)" in text
+    same_rate = plan.plan(baselines.apply_overrides(config, {"level_lr": 0.02}))
+    assert same_rate.notes == []
+
+
 def test_memory_components_and_half_precision_activations():
     config = tiny_pggan(**{"schedule.initial_resolution": 8, "loop.total_kimg": 1.0})
     (fp32,) = plan.plan(config).phases

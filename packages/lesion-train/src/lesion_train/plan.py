@@ -112,6 +112,7 @@ class RunPlan:
     world_size: int
     params: dict[str, int]  # per network
     phases: list[PhasePlan]
+    notes: list[str] = dataclasses.field(default_factory=list)  # printed under the table
 
     @property
     def total_kimg(self) -> float:
@@ -374,6 +375,7 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
     if amp not in AMP_MODES:
         raise ValueError(f"amp {amp!r} is not one of {AMP_MODES}")
     classes = len(CLASS_NAMES) if num_classes is None else num_classes
+    notes: list[str] = []
     env = DistEnv(device=torch.device("meta"))
     meta = torch.device("meta")
     with meta:
@@ -388,6 +390,9 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
             recipe = recipe_class(_meta_config(config), env)
             phase = dataclasses.replace(recipe.phase(0), batch_size=config.batch_size - config.batch_size % world_size)
             phases = [(0.0, total, phase, "constant")]
+            if config.arch == "lapgan" and config.level_lr != config.lr:
+                notes.append(f"lr G/D is the coarse level's; the residual levels train at {config.level_lr:g} "
+                             "(level_lr), on the same schedule")
         else:
             name, total = f"mask2image-{config.arch}", config.loop.total_kimg
             recipe = mask2image.Mask2ImageTrainer(
@@ -410,7 +415,7 @@ def plan(config, world_size: int = 1, num_classes: int | None = None) -> RunPlan
                                   lr_g=phase.lr_g, lr_d=phase.lr_d, **traced))
     params = {name: sum(p.numel() for p in model.parameters()) for name, model in recipe.models.items() if name != "G_ema"}
     return RunPlan(trainer=name, resolution=config.resolution, amp=amp, world_size=world_size, params=params,
-                   phases=_merge(rows))
+                   phases=_merge(rows), notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,6 +461,7 @@ def format_plan(run: RunPlan, device_tflops: float | None = None, device_memory_
     for row in table:
         lines.append("  ".join(cell.rjust(w) if i not in (1, 4) else cell.ljust(w)
                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    lines += run.notes
     needs = max(p.needs_gib() for p in run.phases)
     lines.append(f"total: {run.total_kimg:g} kimg, {_si(run.total_flops, 'FLOP')}; largest phase needs ~{needs:.1f} GiB "
                  f"per device (peak x {FRAGMENTATION} + {CONTEXT_GIB} GiB CUDA context)")
