@@ -11,8 +11,9 @@ then the trainer's real step runs twice on the CPU on random data, in a fresh pr
 - memory: the plan's peak per device against (a) the growth of the process's peak resident set
   size (VmHWM, reset just before the first step) over the resident size before the networks were
   built, and (b) the torch tensors alive at once in a real third step, counted by the plan's own
-  tracker. (a) also holds what is not a torch tensor: oneDNN's scratchpads, the C allocator's
-  slack and the process's one-off growth, which the plan leaves to ``format_plan``'s headroom.
+  tracker. (a) also holds what is not a torch tensor (CPU kernel memory, the C allocator's slack,
+  the process's one-off growth); the plan's CPU estimate, peak + ``CPU_SAVED_OVERHEAD`` x the
+  saved activations, is compared with (a) in the last column.
 
 Prints one row per case and the errors; asserts nothing. docs/gpu.md quotes the table.
 """
@@ -42,7 +43,10 @@ CASES = {
         "schedule.minibatch": {64: 4}, "loop.total_kimg": 1.0})),
     "pggan-r1-32-half-width": ("pggan", dict(preset="gpu", resolution=32, loss="logistic", fmap_max=256, **{
         "schedule.initial_resolution": 32, "schedule.minibatch": {32: 16}})),
+    "pggan-logistic-no-r1-32": ("pggan", dict(preset="gpu", resolution=32, loss="logistic", fmap_max=256, r1_gamma=0.0,
+                                              **{"schedule.initial_resolution": 32, "schedule.minibatch": {32: 16}})),
     "dcgan-64": ("dcgan", dict(preset="gpu", resolution=64, batch_size=32)),
+    "dcgan-64-b128": ("dcgan", dict(preset="gpu", resolution=64, batch_size=128)),
     "lapgan-64": ("lapgan", dict(preset="gpu", resolution=64, batch_size=16)),
     "pix2pixhd-128": ("mask2image", dict(arch="pix2pixhd", decay_start=1.0, resolution=128, batch_size=2, ngf=32)),
     "ours-128": ("mask2image", dict(arch="ours", decay_start=1.0, resolution=128, batch_size=2, ngf=32)),
@@ -112,7 +116,7 @@ def run_case(name: str) -> dict:
     return {"case": name, "batch": n, "resolution": res, "alpha": phase.alpha,
             "planned_flops": phase_plan.flops_per_image, "measured_flops": flops,
             "planned_peak": phase_plan.peak_bytes, "measured_peak": measured_peak, "tensor_peak": tracker.peak,
-            "planned_saved": phase_plan.saved_bytes}
+            "planned_saved": phase_plan.saved_bytes, "planned_cpu": phase_plan.cpu_resident_gib() * 2**30}
 
 
 @click.command(context_settings={"show_default": True})
@@ -125,22 +129,24 @@ def main(cases, threads, worker):
         print(json.dumps(run_case(cases[0])))
         return
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    print(f"{'case':<22} {'batch':>5} {'GFLOP/img plan':>14} {'real':>9} {'err':>6}  "
-          f"{'peak MiB plan':>13} {'RSS':>6} {'err':>6} {'tensors':>7} {'err':>6}  {'saved MiB':>9}")
+    print(f"{'case':<24} {'batch':>5} {'GFLOP/img plan':>14} {'real':>9} {'err':>6}  "
+          f"{'peak MiB plan':>13} {'RSS':>6} {'err':>6} {'tensors':>7} {'err':>6}  {'saved MiB':>9}  "
+          f"{'CPU MiB plan':>12} {'err':>6}")
     for name in cases or CASES:
         out = subprocess.run([sys.executable, __file__, "--worker", "--case", name, "--threads", str(threads)],
                              capture_output=True, text=True, env=env)
         if out.returncode:
-            print(f"{name:<22} failed: {out.stderr.strip().splitlines()[-1]}")
+            print(f"{name:<24} failed: {out.stderr.strip().splitlines()[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         flop_err = r["planned_flops"] / r["measured_flops"] - 1
         peak_err = r["planned_peak"] / r["measured_peak"] - 1
         tensor_err = r["planned_peak"] / r["tensor_peak"] - 1
-        print(f"{name:<22} {r['batch']:>5} {r['planned_flops'] / 1e9:>14.2f} {r['measured_flops'] / 1e9:>9.2f} "
+        cpu_err = r["planned_cpu"] / r["measured_peak"] - 1
+        print(f"{name:<24} {r['batch']:>5} {r['planned_flops'] / 1e9:>14.2f} {r['measured_flops'] / 1e9:>9.2f} "
               f"{flop_err:>+6.1%}  {r['planned_peak'] / 2**20:>13.0f} {r['measured_peak'] / 2**20:>6.0f} "
               f"{peak_err:>+6.1%} {r['tensor_peak'] / 2**20:>7.0f} {tensor_err:>+6.1%}  "
-              f"{r['planned_saved'] / 2**20:>9.0f}", flush=True)
+              f"{r['planned_saved'] / 2**20:>9.0f}  {r['planned_cpu'] / 2**20:>12.0f} {cpu_err:>+6.1%}", flush=True)
 
 
 if __name__ == "__main__":

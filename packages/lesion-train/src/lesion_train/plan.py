@@ -44,6 +44,10 @@ DEFAULT_UTILISATION = 0.4  # of the dense peak; GAN steps at small resolutions a
 # (about 0.5 GiB) and the caching allocator's fragmentation (10%).
 CONTEXT_GIB = 0.5
 FRAGMENTATION = 1.1
+# On a CPU a training step's peak resident memory exceeds its peak of torch tensors by about this
+# fraction of the activations saved for backward (CPU kernel memory that is not a torch tensor);
+# fitted on benchmarks/plan_accuracy.py's cases, which it predicts to -7%..+17% (docs/gpu.md).
+CPU_SAVED_OVERHEAD = 0.79
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +106,10 @@ class PhasePlan:
     def needs_gib(self) -> float:
         """Device memory this phase needs, with the headroom the trace does not see."""
         return self.peak_bytes * FRAGMENTATION / GIB + CONTEXT_GIB
+
+    def cpu_resident_gib(self) -> float:
+        """The growth of a CPU process's resident memory in this phase's steps."""
+        return (self.peak_bytes + CPU_SAVED_OVERHEAD * self.saved_bytes) / GIB
 
 
 @dataclasses.dataclass
@@ -465,6 +473,8 @@ def format_plan(run: RunPlan, device_tflops: float | None = None, device_memory_
     needs = max(p.needs_gib() for p in run.phases)
     lines.append(f"total: {run.total_kimg:g} kimg, {_si(run.total_flops, 'FLOP')}; largest phase needs ~{needs:.1f} GiB "
                  f"per device (peak x {FRAGMENTATION} + {CONTEXT_GIB} GiB CUDA context)")
+    cpu = max(p.cpu_resident_gib() for p in run.phases)
+    lines.append(f"on a CPU: ~{cpu:.2f} GiB more resident memory at the largest phase (peak + {CPU_SAVED_OVERHEAD:g} x act)")
     dtype = {"off": "fp32", "fp16": "fp16", "bf16": "bf16"}[run.amp]
     if device_tflops:
         lines.append(f"wall time at {device_tflops:g} TFLOPS x {utilisation:.0%} utilisation (assumed) x "
