@@ -116,7 +116,7 @@ def run_case(name: str) -> dict:
     return {"case": name, "batch": n, "resolution": res, "alpha": phase.alpha,
             "planned_flops": phase_plan.flops_per_image, "measured_flops": flops,
             "planned_peak": phase_plan.peak_bytes, "measured_peak": measured_peak, "tensor_peak": tracker.peak,
-            "planned_saved": phase_plan.saved_bytes, "planned_cpu": phase_plan.cpu_resident_gib() * 2**30}
+            "planned_saved": phase_plan.saved_bytes, "planned_cpu": phase_plan.cpu_resident_bytes}
 
 
 @click.command(context_settings={"show_default": True})

@@ -141,10 +141,9 @@ def test_format_plan_prints_rows_totals_and_wall_times():
     run = plan.plan(tiny_pggan())
     text = plan.format_plan(run)
     assert "pggan 8 px, amp off, 1 device(s)" in text
-    largest = max(run.phases, key=lambda p: p.cpu_resident_gib())
-    assert largest.cpu_resident_gib() == pytest.approx(
-        (largest.peak_bytes + plan.CPU_SAVED_OVERHEAD * largest.saved_bytes) / plan.GIB)
-    assert f"on a CPU: ~{largest.cpu_resident_gib():.2f} GiB more resident memory" in text
+    largest = max(run.phases, key=lambda p: p.cpu_resident_bytes)
+    assert largest.cpu_resident_bytes == pytest.approx(largest.peak_bytes + plan.CPU_SAVED_OVERHEAD * largest.saved_bytes)
+    assert f"on a CPU: ~{largest.cpu_resident_bytes / plan.GIB:.2f} GiB more resident memory" in text
     assert text.count(" stable ") == 2 and text.count(" fade ") == 1
     for gpu in plan.GPUS:
         assert gpu.name in text

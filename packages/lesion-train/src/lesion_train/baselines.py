@@ -160,14 +160,15 @@ class _Recipe(gan_loop.TwoPlayerOptim):
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.models = {"G_ema": self.G_ema, "G": self.G, "D": self.D}
         self.z_dim, self.num_classes = self.G.z_dim, 0
-        self.lr_scales = [rate / config.lr for rate in self.group_rates()]
+        groups_g, groups_d = ([{"params": params} for params, _ in self.param_groups(net)] for net in (self.G, self.D))
+        self.lr_scales = [rate / config.lr for _, rate in self.param_groups(self.G)]
         if config.optimizer == "adam":
             betas = (config.adam_beta1, config.adam_beta2)
-            self.opt_g = torch.optim.Adam(self.param_groups(self.G), lr=config.lr, betas=betas)
-            self.opt_d = torch.optim.Adam(self.param_groups(self.D), lr=config.lr, betas=betas)
+            self.opt_g = torch.optim.Adam(groups_g, lr=config.lr, betas=betas)
+            self.opt_d = torch.optim.Adam(groups_d, lr=config.lr, betas=betas)
         else:
-            self.opt_g = torch.optim.SGD(self.param_groups(self.G), lr=config.lr, momentum=config.momentum)
-            self.opt_d = torch.optim.SGD(self.param_groups(self.D), lr=config.lr, momentum=config.momentum)
+            self.opt_g = torch.optim.SGD(groups_g, lr=config.lr, momentum=config.momentum)
+            self.opt_d = torch.optim.SGD(groups_d, lr=config.lr, momentum=config.momentum)
         self.scaler_g = grad_scaler(env.device, config.loop.amp)
         self.scaler_d = grad_scaler(env.device, config.loop.amp)
         self._momentum = None
@@ -178,12 +179,9 @@ class _Recipe(gan_loop.TwoPlayerOptim):
         return gan_loop.Phase(resolution=c.resolution, batch_size=c.batch_size - c.batch_size % ws,
                               tick_kimg=c.tick_kimg, lr_g=lr, lr_d=lr)
 
-    def param_groups(self, net: torch.nn.Module) -> list[dict]:
-        return [{"params": list(net.parameters())}]
-
-    def group_rates(self) -> list[float]:
-        """The base rate of each parameter group, before the schedule."""
-        return [self.config.lr]
+    def param_groups(self, net: torch.nn.Module) -> list[tuple[list[torch.nn.Parameter], float]]:
+        """(parameters, base rate before the schedule) of each optimizer group of ``net``."""
+        return [(list(net.parameters()), self.config.lr)]
 
     def enter_phase(self, phase: gan_loop.Phase) -> None:
         for optimizer in (self.opt_g, self.opt_d):
@@ -246,11 +244,9 @@ class LAPGANRecipe(_Recipe):
         super().__init__(config, env)
         self.level_names = [str(config.coarse_resolution)] + [str(r) for r in self.G.config.level_resolutions]
 
-    def param_groups(self, net: LAPGANGenerator | LAPGANDiscriminator) -> list[dict]:
-        return [{"params": list(net.coarse_net.parameters())}, {"params": list(net.levels.parameters())}]
-
-    def group_rates(self) -> list[float]:
-        return [self.config.lr, self.config.level_lr]
+    def param_groups(self, net: LAPGANGenerator | LAPGANDiscriminator) -> list[tuple[list[torch.nn.Parameter], float]]:
+        return [(list(net.coarse_net.parameters()), self.config.lr),
+                (list(net.levels.parameters()), self.config.level_lr)]
 
     def load_state_dict(self, state: dict) -> None:
         """Also optimizer states saved with one group for the whole network (runs from before

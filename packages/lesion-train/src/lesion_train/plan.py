@@ -107,9 +107,10 @@ class PhasePlan:
         """Device memory this phase needs, with the headroom the trace does not see."""
         return self.peak_bytes * FRAGMENTATION / GIB + CONTEXT_GIB
 
-    def cpu_resident_gib(self) -> float:
+    @property
+    def cpu_resident_bytes(self) -> float:
         """The growth of a CPU process's resident memory in this phase's steps."""
-        return (self.peak_bytes + CPU_SAVED_OVERHEAD * self.saved_bytes) / GIB
+        return self.peak_bytes + CPU_SAVED_OVERHEAD * self.saved_bytes
 
 
 @dataclasses.dataclass
@@ -473,7 +474,7 @@ def format_plan(run: RunPlan, device_tflops: float | None = None, device_memory_
     needs = max(p.needs_gib() for p in run.phases)
     lines.append(f"total: {run.total_kimg:g} kimg, {_si(run.total_flops, 'FLOP')}; largest phase needs ~{needs:.1f} GiB "
                  f"per device (peak x {FRAGMENTATION} + {CONTEXT_GIB} GiB CUDA context)")
-    cpu = max(p.cpu_resident_gib() for p in run.phases)
+    cpu = max(p.cpu_resident_bytes for p in run.phases) / GIB
     lines.append(f"on a CPU: ~{cpu:.2f} GiB more resident memory at the largest phase (peak + {CPU_SAVED_OVERHEAD:g} x act)")
     dtype = {"off": "fp32", "fp16": "fp16", "bf16": "bf16"}[run.amp]
     if device_tflops:
